@@ -1,0 +1,265 @@
+// The node's hub, on the main thread: the workers' door to the router (sessions, retained messages,
+// wills, routes to other nodes). Never on the per-message path of a single node.
+import type { Message, Router, SessionOwner, StoredWill } from '@starling/router';
+import { TopicTrie } from '@starling/router';
+import type { Config } from './config.ts';
+import type { Logger } from './logger.ts';
+import { Mesh } from './mesh.ts';
+import { HUB, type ClaimResult, type DetachResult, type Envelope, type FromWorker, type HubRequest } from './thread-messages.ts';
+import type { WorkerPool } from './worker-pool.ts';
+import type { HubMetrics } from './hub-metrics.ts';
+
+interface ConnRecord {
+  workerId: number;
+  clientId: string;
+}
+
+export class Hub {
+  readonly mesh: Mesh;
+  private readonly conns = new Map<number, ConnRecord>();
+  private readonly nodeRoutes = new Map<string, number>();
+  /** Remote nodes' routes (from the router), so envelopes to other nodes know which groups they serve. */
+  private readonly remoteGroups = new TopicTrie<string>();
+  private readonly willTimers = new Set<NodeJS.Timeout>();
+  private readonly config: Config;
+  private readonly router: Router;
+  private readonly log: Logger;
+  private readonly metrics: HubMetrics;
+  pool!: WorkerPool;
+
+  constructor(opts: { config: Config; router: Router; log: Logger; metrics: HubMetrics }) {
+    this.config = opts.config;
+    this.router = opts.router;
+    this.log = opts.log;
+    this.metrics = opts.metrics;
+    this.mesh = new Mesh(HUB, (_from, batch) => this.toOtherNodes(batch));
+    this.mesh.beforeAck = (op, filter, group) => this.nodeRoute(op, filter, group);
+  }
+
+  get nodeId(): string {
+    return this.router.nodeId;
+  }
+
+  async start(): Promise<void> {
+    await this.router.start({
+      deliver: (message, groups, normal) => this.fromOtherNode(message, groups, normal),
+      takeover: (clientId, owner, by) => {
+        // Same-node takeovers are settled inside claim(); another node's claim ends ours here.
+        if (by.nodeId === this.nodeId || owner.nodeId !== this.nodeId) return;
+        void this.detach(owner, clientId, true).then((d) => this.parkDetached(clientId, d));
+      },
+      routesChanged: (filter: string, group: string, present: boolean) => this.remoteRouteChanged(filter, group, present),
+      nodeDown: (nodeId: string) => void this.publishWillsOfNode(nodeId),
+    } as Parameters<Router['start']>[0]);
+  }
+
+  /** A worker joined: it learns the hub's routes (remote nodes), then waits for our sync-done. */
+  workerJoined(workerId: number): void {
+    this.mesh.addPeer(workerId, { postMessage: (m: unknown) => this.pool.send(workerId, m as never) }, false);
+    const routes: Array<{ filter: string; group: string }> = [];
+    for (const [filter, group] of this.remoteGroups.entries()) routes.push({ filter, group });
+    this.mesh.syncTo(workerId, routes);
+  }
+
+  onWorkerMessage(workerId: number, msg: FromWorker): void {
+    if (this.mesh.receive(workerId, msg as never)) return;
+    if (msg.t === 'req') {
+      this.handle(workerId, msg.req).then(
+        (value) => msg.id !== 0 && this.pool.send(workerId, { t: 'res', id: msg.id, value }),
+        (err: Error) => {
+          if (msg.id !== 0) this.pool.send(workerId, { t: 'res', id: msg.id, error: err.message });
+          else this.log.warn({ op: msg.req.op, err: err.message }, 'worker request failed');
+        },
+      );
+    } else if (msg.t === 'conn-end') {
+      this.conns.delete(msg.connId);
+    }
+  }
+
+  private owner(workerId: number, connId: number): SessionOwner {
+    return { nodeId: this.nodeId, workerId, connId };
+  }
+
+  private async handle(workerId: number, req: HubRequest): Promise<unknown> {
+    switch (req.op) {
+      case 'claim':
+        return this.claim(workerId, req.clientId, req.connId, req.cleanStart, req.will);
+      case 'release': {
+        if (req.offline) return undefined; // the worker keeps it; ownership stays so a claim finds it
+        await this.router.releaseSession(req.clientId, this.owner(workerId, req.connId));
+        await this.router.deleteSession(req.clientId);
+        return undefined;
+      }
+      case 'save-session':
+        return this.router.saveSession(req.session);
+      case 'delete-session':
+        await this.router.deleteSession(req.clientId);
+        return undefined;
+      case 'retained-get':
+        return this.router.getRetained(req.filter);
+      case 'retained-set':
+        return this.router.setRetained(req.message);
+      case 'will-publish':
+        return this.scheduleWill(req.clientId, this.owner(workerId, req.connId), req.delayMs, 'connection_lost');
+      case 'will-clear':
+        await this.router.clearWill(req.clientId, this.owner(workerId, req.connId));
+        return undefined;
+      case 'forward':
+        return this.toOtherNodes([req.envelope]);
+    }
+  }
+
+  /** CONNECT: take the session over from wherever it is, hand its state to the new connection. */
+  private async claim(workerId: number, clientId: string, connId: number, cleanStart: boolean, will: StoredWill | null): Promise<ClaimResult> {
+    const owner = this.owner(workerId, connId);
+    const claim = await this.router.claimSession(clientId, owner, cleanStart);
+    const result: ClaimResult = { session: null, queue: [], tookOver: false };
+    const prev = claim.previous;
+    if (prev && prev.nodeId === this.nodeId && this.pool.workers.has(prev.workerId)) {
+      const d = await this.detach(prev, clientId, !cleanStart);
+      result.tookOver = true;
+      result.session = d.session;
+      result.queue = d.queue;
+    } else if (claim.stored && !cleanStart) {
+      // Resumed from the router: another node, a crashed worker, or a previous life of this node.
+      result.session = claim.stored;
+      result.queue = await this.router.takeQueue(clientId);
+      result.tookOver = prev !== undefined;
+    }
+    if (cleanStart) await this.router.deleteSession(clientId);
+    // A new connection cancels a pending delayed will of the previous one [MQTT-3.1.2-8].
+    await this.router.clearWill(clientId);
+    if (will) await this.router.setWill(will);
+    this.conns.set(connId, { workerId, clientId });
+    return result;
+  }
+
+  private detach(owner: SessionOwner, clientId: string, keepSession: boolean): Promise<DetachResult> {
+    return this.pool.command<DetachResult>(owner.workerId, { op: 'detach', clientId, connId: owner.connId, keepSession });
+  }
+
+  /** Another node took a session of ours: store its state where that node will read it. */
+  private async parkDetached(clientId: string, d: DetachResult): Promise<void> {
+    if (!d.session) return;
+    await this.router.saveSession(d.session);
+    if (d.queue.length > 0) await this.router.enqueue(clientId, d.queue, this.config.limits.maxQueued);
+  }
+
+  private scheduleWill(clientId: string, owner: SessionOwner, delayMs: number, cause: string): Promise<void> {
+    if (delayMs <= 0) return this.publishWill(clientId, owner, cause);
+    const timer = setTimeout(() => {
+      this.willTimers.delete(timer);
+      void this.publishWill(clientId, owner, cause).catch((err: Error) => this.log.warn({ clientId, err: err.message }, 'will publish failed'));
+    }, delayMs);
+    this.willTimers.add(timer);
+    return Promise.resolve();
+  }
+
+  /** Claims the will (exactly once cluster-wide) and publishes it, unless a newer connection replaced it. */
+  private async publishWill(clientId: string, owner: SessionOwner | null, cause: string): Promise<void> {
+    const will = await this.router.claimWill(clientId);
+    if (!will) return;
+    if (owner && (will.owner.nodeId !== owner.nodeId || will.owner.workerId !== owner.workerId || will.owner.connId !== owner.connId)) {
+      // Belongs to a newer connection: put it back.
+      await this.router.setWill(will);
+      return;
+    }
+    await this.publish({ ...will.message, receivedAt: Date.now() });
+    this.metrics.willsPublished.inc({ cause });
+  }
+
+  /** Publishes a message originating in the hub (wills, $SYS) as if a client had. */
+  async publish(message: Message): Promise<void> {
+    if (message.retain) await this.router.setRetained(message);
+    const workerId = this.pool.anyWorker();
+    if (workerId !== null) await this.pool.command(workerId, { op: 'publish', message });
+    else await this.toOtherNodes([{ m: message, normal: true, groups: null }]);
+  }
+
+  /** A worker crashed: publish its connections' wills, keep its persistent sessions alive elsewhere. */
+  async workerCrashed(workerId: number, connIds: number[]): Promise<void> {
+    for (const connId of connIds) {
+      const rec = this.conns.get(connId);
+      this.conns.delete(connId);
+      if (!rec) continue;
+      const owner = this.owner(workerId, connId);
+      await this.publishWill(rec.clientId, owner, 'worker_crash').catch(() => undefined);
+      await this.router.releaseSession(rec.clientId, owner);
+    }
+    const offline = await this.router.offlineSessions();
+    const target = this.pool.anyWorker();
+    if (offline.length > 0 && target !== null) await this.pool.command(target, { op: 'adopt', sessions: offline }).catch(() => undefined);
+  }
+
+  private async publishWillsOfNode(nodeId: string): Promise<void> {
+    for (const will of await this.router.willsOf(nodeId)) {
+      await this.publishWill(will.clientId, null, 'node_down').catch((err: Error) => this.log.warn({ err: err.message }, 'will of dead node failed'));
+    }
+  }
+
+  // --- Routes and messages between this node and the others ----------------------------------------
+
+  private nodeRoute(op: 'add' | 'remove', filter: string, group: string): Promise<void> | null {
+    const key = `${group}\u0000${filter}`;
+    const n = this.nodeRoutes.get(key) ?? 0;
+    if (op === 'add') {
+      this.nodeRoutes.set(key, n + 1);
+      return n === 0 ? this.router.addRoute(filter, group || undefined).catch((err: Error) => this.log.warn({ filter, err: err.message }, 'route add failed')) : null;
+    }
+    if (n <= 1) {
+      this.nodeRoutes.delete(key);
+      return n === 1 ? this.router.removeRoute(filter, group || undefined).catch((err: Error) => this.log.warn({ filter, err: err.message }, 'route remove failed')) : null;
+    }
+    this.nodeRoutes.set(key, n - 1);
+    return null;
+  }
+
+  private remoteRouteChanged(filter: string, group: string, present: boolean): void {
+    if (present) this.remoteGroups.add(filter, group);
+    else this.remoteGroups.remove(filter, group);
+    void this.mesh.announce(present ? 'add' : 'remove', filter, group);
+  }
+
+  /** Envelopes workers sent to the hub go to other nodes; groups served on this node are skipped there. */
+  private async toOtherNodes(batch: Envelope[]): Promise<void> {
+    await Promise.all(
+      batch.map((e) => {
+        const served = new Set<string>();
+        this.remoteGroups.match(e.m.topic, (group) => {
+          if (group !== '') served.add(group);
+        });
+        // remoteGroups holds group names; chosen keys are `group/filter`.
+        const chosen = new Set((e.groups ?? []).map((k) => k.slice(0, k.indexOf('/'))));
+        for (const g of [...served]) if (chosen.has(g)) served.delete(g);
+        const servedKeys = new Set<string>();
+        for (const [filter, group] of this.remoteGroups.entries()) if (group !== '' && served.has(group)) servedKeys.add(`${group}/${filter}`);
+        return this.router.publish(e.m, servedKeys);
+      }),
+    );
+  }
+
+  /** A message from another node: to the workers with matching routes, one member per chosen group. */
+  private fromOtherNode(message: Message, groups: readonly string[], normal: boolean): void {
+    const targets = new Map<number, Envelope>();
+    this.mesh.routes.match(message.topic, (route) => {
+      if (route.group !== '' || !normal) return;
+      if (!targets.has(route.peer)) targets.set(route.peer, { m: message, normal: true, groups: null });
+    });
+    for (const key of groups) {
+      const candidates: number[] = [];
+      this.mesh.routes.match(message.topic, (route) => {
+        if (route.group !== '' && `${route.group}/${route.filter}` === key && !candidates.includes(route.peer)) candidates.push(route.peer);
+      });
+      if (candidates.length === 0) continue;
+      const peer = candidates[Math.floor(Math.random() * candidates.length)]!;
+      const env = targets.get(peer) ?? { m: message, normal: false, groups: [] };
+      (env.groups ??= []).push(key);
+      targets.set(peer, env);
+    }
+    for (const [peer, env] of targets) this.mesh.send(peer, env);
+  }
+
+  stop(): void {
+    for (const t of this.willTimers) clearTimeout(t);
+  }
+}

@@ -1,0 +1,93 @@
+// Messages between the main thread (hub) and session workers, and among workers (the mesh).
+// Plain data: structured-cloned by postMessage.
+import type { Message, StoredSession, StoredWill } from '@starling/router';
+import type { DisconnectReason } from './disconnect-reasons.ts';
+
+/** Peer id of the hub (main thread) in the mesh; workers are 1..n. */
+export const HUB = 0;
+
+/** One message routed to a peer: deliver to its plain subscribers (`normal`) and to one member of each group. */
+export interface Envelope {
+  m: Message;
+  normal: boolean;
+  groups: string[] | null;
+}
+
+/** Mesh traffic, between any two peers (workers and the hub). */
+export type MeshMessage =
+  | { t: 'route'; op: 'add' | 'remove'; filter: string; group: string; from: number; seq: number }
+  | { t: 'route-ack'; seq: number }
+  | { t: 'pub'; batch: Envelope[] }
+  | { t: 'sync-done' };
+
+export interface ClaimRequest {
+  op: 'claim';
+  clientId: string;
+  connId: number;
+  cleanStart: boolean;
+  will: StoredWill | null;
+}
+
+export interface ClaimResult {
+  /** Session state to resume (subscriptions, in-flight, queued), when one existed and clean start was not asked. */
+  session: StoredSession | null;
+  queue: Message[];
+  tookOver: boolean;
+}
+
+export interface ReleaseRequest {
+  op: 'release';
+  clientId: string;
+  connId: number;
+  /** The session kept offline by the worker (persistent sessions only). */
+  offline: boolean;
+}
+
+export type HubRequest =
+  | ClaimRequest
+  | ReleaseRequest
+  | { op: 'save-session'; session: StoredSession }
+  | { op: 'delete-session'; clientId: string }
+  | { op: 'retained-get'; filter: string }
+  | { op: 'retained-set'; message: Message }
+  | { op: 'will-publish'; clientId: string; connId: number; delayMs: number }
+  | { op: 'will-clear'; clientId: string; connId: number }
+  | { op: 'forward'; envelope: Envelope };
+
+/** Worker → hub. */
+export type FromWorker =
+  | MeshMessage
+  | ({ t: 'req'; id: number } & { req: HubRequest })
+  | { t: 'res'; id: number; value?: unknown; error?: string }
+  | { t: 'conn-end'; connId: number; clientId: string | null; reason: DisconnectReason }
+  | { t: 'ready' };
+
+/** What a worker gives up when its session moves to another connection. */
+export interface DetachResult {
+  session: StoredSession | null;
+  queue: Message[];
+}
+
+export type HubCommand =
+  | { op: 'detach'; clientId: string; connId: number; keepSession: boolean }
+  | { op: 'adopt'; sessions: StoredSession[] }
+  | { op: 'metrics' }
+  | { op: 'shutdown'; reasonCode: number }
+  | { op: 'publish'; message: Message };
+
+/** Hub → worker. Sockets travel in the transfer list. */
+export type ToWorker =
+  | MeshMessage
+  | { t: 'socket'; connId: number; socket: unknown }
+  | { t: 'peer'; workerId: number; port: MessagePort }
+  | { t: 'peer-gone'; workerId: number }
+  | { t: 'res'; id: number; value?: unknown; error?: string }
+  | ({ t: 'cmd'; id: number } & { cmd: HubCommand });
+
+export interface WorkerData {
+  workerId: number;
+  nodeId: string;
+  config: import('./config.ts').Config;
+  /** Worker ids already running: the worker waits for a mesh port from each. */
+  peers: number[];
+}

@@ -1,0 +1,85 @@
+// A session worker: owns the connections the main thread hands it, their sessions and subscriptions.
+import type { Socket } from 'node:net';
+import { parentPort, workerData } from 'node:worker_threads';
+import { createLogger } from '@starling/core/logger.ts';
+import { HUB, type Envelope, type HubCommand, type ToWorker, type WorkerData } from '@starling/core/thread-messages.ts';
+import { Connection } from './connection.ts';
+import { WorkerContext } from './context.ts';
+import { deliverLocal, routeMessage } from './delivery.ts';
+import { HubClient } from './hub-client.ts';
+import { Mesh } from '@starling/core/mesh.ts';
+import { detachSession, expireSessions, restoreSession } from './session-lifecycle.ts';
+import { startSweep } from './sweep.ts';
+
+const data = workerData as WorkerData;
+const port = parentPort!;
+const log = createLogger(data.config.logLevel, { worker: data.workerId, node: data.nodeId });
+
+const mesh = new Mesh(data.workerId, (_from, batch: Envelope[]) => {
+  for (const e of batch) deliverLocal(ctx, e.m, e.normal, e.groups);
+});
+const hub = new HubClient(port, data.config.timeouts.requestMs);
+const ctx = new WorkerContext({ config: data.config, workerId: data.workerId, nodeId: data.nodeId, log, mesh, hub });
+mesh.addPeer(HUB, port, false);
+
+// Ready once every existing peer (and the hub) has sent its routes: before that a publish could miss them.
+const awaitingSync = new Set<number>([HUB, ...data.peers]);
+mesh.syncDone = (from) => {
+  awaitingSync.delete(from);
+  if (awaitingSync.size === 0) port.postMessage({ t: 'ready' });
+};
+
+async function runCommand(cmd: HubCommand): Promise<unknown> {
+  switch (cmd.op) {
+    case 'detach':
+      return detachSession(ctx, cmd.clientId, cmd.keepSession);
+    case 'adopt':
+      // Persistent sessions of a crashed worker continue here, offline, with their subscriptions.
+      for (const stored of cmd.sessions) {
+        const { session, routes } = restoreSession(ctx, stored, []);
+        session.expiresAt = stored.expiryInterval === 0xffffffff ? Number.POSITIVE_INFINITY : Date.now() + stored.expiryInterval * 1000;
+        ctx.sessions.set(session.clientId, session);
+        await Promise.all(routes);
+      }
+      return undefined;
+    case 'metrics':
+      return ctx.metrics.registry.getMetricsAsJSON();
+    case 'publish':
+      routeMessage(ctx, cmd.message);
+      return undefined;
+    case 'shutdown':
+      ctx.shuttingDown = true;
+      for (const conn of [...ctx.connections.values()]) conn.close('server_shutting_down');
+      return undefined;
+  }
+}
+
+port.on('message', (msg: ToWorker) => {
+  if (mesh.receive(HUB, msg as never)) return;
+  switch (msg.t) {
+    case 'socket': {
+      const conn = new Connection(ctx, msg.connId, msg.socket as Socket);
+      ctx.connections.set(msg.connId, conn);
+      return;
+    }
+    case 'peer':
+      mesh.addPeer(msg.workerId, msg.port, true);
+      mesh.syncTo(msg.workerId, ctx.subs.routes());
+      return;
+    case 'peer-gone':
+      mesh.removePeer(msg.workerId);
+      return;
+    case 'res':
+      hub.settle(msg.id, msg.value, msg.error);
+      return;
+    case 'cmd':
+      runCommand(msg.cmd).then(
+        (value) => port.postMessage({ t: 'res', id: msg.id, value }),
+        (err: Error) => port.postMessage({ t: 'res', id: msg.id, error: err.message }),
+      );
+      return;
+  }
+});
+
+startSweep(ctx, (now) => expireSessions(ctx, now));
+log.debug('worker started');
