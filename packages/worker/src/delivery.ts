@@ -14,6 +14,10 @@ let currentNormal = true;
 
 /** One encoding per (version, qos, retain) within one fan-out; QoS > 0 copies patch only the packet id. */
 const cache = new Map<number, { buf: Buffer; idOffset: number }>();
+/** The message the cache holds encodings of. drainQueue and retained sends encode outside a fan-out,
+ *  where the cache was not cleared: keying on the message keeps them from sending a stale payload. */
+let cacheFor: Message | null = null;
+let cacheNow = 0;
 
 function collect(sub: Subscription): void {
   const m = currentMessage!;
@@ -136,6 +140,11 @@ function transmit(ctx: WorkerContext, s: Session, m: Message, qos: 1 | 2, retain
 }
 
 function cached(version: ProtocolVersion, m: Message, qos: QoS, retain: boolean, now: number): { buf: Buffer; idOffset: number } {
+  if (cacheFor !== m || cacheNow !== now) {
+    cache.clear();
+    cacheFor = m;
+    cacheNow = now;
+  }
   const key = version * 8 + qos * 2 + (retain ? 1 : 0);
   let c = cache.get(key);
   if (!c) {

@@ -70,8 +70,13 @@ export function handlePublish(conn: Connection, packet: mqtt.IPublishPacket): vo
   const id = packet.messageId ?? 0;
   if (qos > 0) {
     if (qos === 2 && session.inboundQos2.has(id)) {
-      // A resend before PUBREL: acknowledge again, deliver nothing twice [MQTT-4.3.3-10].
-      conn.send({ cmd: 'pubrec', messageId: id });
+      // A resend before PUBREL: acknowledge again, deliver nothing twice [MQTT-4.3.3-10]. Its PUBREC
+      // queues behind acks still pending (e.g. a retained store) to keep arrival order [MQTT-4.6.0-3];
+      // if the original failed meanwhile, the resend gets the same answer the original got.
+      ackInOrder(conn, null, () => {
+        if (session.inboundQos2.has(id)) conn.send({ cmd: 'pubrec', messageId: id });
+        else if (conn.version === 5) conn.send({ cmd: 'pubrec', messageId: id, reasonCode: 0x80 });
+      });
       return;
     }
     // [MQTT-3.3.4-9] more unacknowledged QoS>0 PUBLISHes than our Receive Maximum: 0x93.
