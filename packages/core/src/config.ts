@@ -23,6 +23,7 @@ export const configSchema = z.object({
   logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
   metrics: z
     .object({
+      /** false: /metrics answers 404 and nothing is sampled; /healthz and /readyz stay on metrics.port. */
       enabled: z.boolean().default(true),
       host: z.string().default('0.0.0.0'),
       port: port.default(9100),
@@ -34,6 +35,9 @@ export const configSchema = z.object({
       connectMs: positiveMs.default(10_000),
       /** Bound on SIGTERM/SIGINT: after it the process exits even if clients linger. */
       shutdownMs: positiveMs.default(10_000),
+      /** On SIGTERM/SIGINT: /readyz answers 503 and new connections are refused for this long before
+       *  clients are disconnected (lets a load balancer take the node out first). 0: at once. */
+      drainMs: z.number().int().min(0).default(0),
       /** Kernel TCP keepalive probe delay on accepted sockets (catches half-open peers). */
       tcpKeepAliveMs: positiveMs.default(60_000),
       /** A worker's answer to a control request (session claim, retained lookup). */
@@ -64,6 +68,8 @@ export const configSchema = z.object({
       maxSessionExpiry: z.number().int().min(0).max(0xffffffff).default(0xffffffff),
       /** Bytes buffered for a socket before QoS 0 messages to it are dropped (slow subscriber). */
       maxSocketBuffer: z.number().int().min(1024).default(4 * 1024 * 1024),
+      /** How long a backed-up subscriber may slow its publishers down before it is treated as slow. */
+      slowConsumerMs: z.number().int().min(1).default(5000),
     })
     .prefault({}),
   mqtt: z
@@ -74,8 +80,29 @@ export const configSchema = z.object({
       v3DeniedPublish: z.enum(['drop', 'disconnect']).default('drop'),
     })
     .prefault({}),
+  sys: z
+    .object({
+      /** How often $SYS/broker/... statistics are published (retained, node-local); 0 disables them. */
+      intervalMs: z
+        .number()
+        .int()
+        .min(0)
+        .default(10_000)
+        .refine((v) => v === 0 || v >= 100, { message: 'must be 0 (disabled) or at least 100 ms' }),
+    })
+    .prefault({}),
   /** Topic authorization: the first matching rule wins; no match allows. The default refuses nothing. */
   acl: z.array(aclRule).default([]),
+  /** For tests only: fault injection. Never set in production. */
+  debug: z
+    .object({
+      /**
+       * A PUBLISH to exactly this topic makes the receiving worker throw an uncaught exception outside any
+       * handler (a worker crash, to test recovery: wills, respawn, session re-homing). Absent by default.
+       */
+      crashOnTopic: z.string().min(1).optional(),
+    })
+    .prefault({}),
 });
 
 export type Config = z.infer<typeof configSchema>;

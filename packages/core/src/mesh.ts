@@ -10,6 +10,10 @@ export interface PeerRoute {
   readonly filter: string;
 }
 
+/** Messages per cross-thread batch, and batches a peer may have unprocessed before publishers wait. */
+const MAX_BATCH = 512;
+const MAX_UNACKED = 4;
+
 interface Port {
   postMessage(value: unknown): void;
 }
@@ -34,6 +38,14 @@ export class Mesh {
   private readonly pending = new Map<number, PendingAnnounce>();
   private flushScheduled = false;
   private seq = 0;
+  /** Batches sent to a peer and not yet acknowledged: the sender slows its publishers past a few. */
+  private readonly unacked = new Map<number, number>();
+  /** Batch acks held back while this thread's subscribers are backed up. */
+  private heldAcks: number[] = [];
+  /** Callbacks waiting for a peer to catch up. */
+  private readonly peerWaiters = new Map<number, Array<() => void>>();
+  /** Whether this thread can take more batches now (no backed-up subscriber); null: always. */
+  canAck: (() => boolean) | null = null;
   private readonly selfId: number;
   private readonly onBatch: (from: number, batch: Envelope[]) => void;
 
@@ -56,6 +68,10 @@ export class Mesh {
   removePeer(id: number): void {
     this.ports.delete(id);
     this.batches.delete(id);
+    this.unacked.delete(id);
+    this.heldAcks = this.heldAcks.filter((p) => p !== id);
+    for (const fn of this.peerWaiters.get(id) ?? []) fn();
+    this.peerWaiters.delete(id);
     const stale: Array<[string, PeerRoute]> = [];
     for (const [filter, route] of this.routes.entries()) if (route.peer === id) stale.push([filter, route]);
     for (const [filter, route] of stale) this.dropRoute(filter, route);
@@ -96,6 +112,12 @@ export class Mesh {
       this.batches.set(peer, batch);
     }
     batch.push(envelope);
+    // One socket read can carry thousands of messages: bounded batches keep the ack-based
+    // backpressure fine-grained (and a receiver's turn short).
+    if (batch.length >= MAX_BATCH) {
+      this.flushPeer(peer, batch);
+      return;
+    }
     if (!this.flushScheduled) {
       this.flushScheduled = true;
       setImmediate(this.flush);
@@ -104,18 +126,58 @@ export class Mesh {
 
   private readonly flush = (): void => {
     this.flushScheduled = false;
-    for (const [peer, batch] of this.batches) {
-      if (batch.length === 0) continue;
-      this.ports.get(peer)?.postMessage({ t: 'pub', batch });
-      this.batches.set(peer, []);
-    }
+    for (const [peer, batch] of this.batches) if (batch.length > 0) this.flushPeer(peer, batch);
   };
+
+  private flushPeer(peer: number, batch: Envelope[]): void {
+    this.ports.get(peer)?.postMessage({ t: 'pub', batch });
+    this.unacked.set(peer, (this.unacked.get(peer) ?? 0) + 1);
+    this.batches.set(peer, []);
+  }
+
+  /** Whether a peer has fallen behind (more than a couple of turns of batches unprocessed). */
+  isBehind(peer: number): boolean {
+    return (this.unacked.get(peer) ?? 0) > MAX_UNACKED;
+  }
+
+  /** Calls fn once the peer has caught up. */
+  whenCaughtUp(peer: number, fn: () => void): void {
+    const list = this.peerWaiters.get(peer);
+    if (list) list.push(fn);
+    else this.peerWaiters.set(peer, [fn]);
+  }
+
+  /** Sends the batch acks held back while subscribers were backed up. */
+  releaseAcks(): void {
+    if (this.heldAcks.length === 0 || (this.canAck && !this.canAck())) return;
+    for (const peer of this.heldAcks) this.ports.get(peer)?.postMessage({ t: 'pub-ack' });
+    this.heldAcks = [];
+  }
+
+  private ackBatch(from: number): void {
+    if (this.heldAcks.length > 0 || (this.canAck && !this.canAck())) this.heldAcks.push(from);
+    else this.ports.get(from)?.postMessage({ t: 'pub-ack' });
+  }
+
+  private onAck(from: number): void {
+    const n = Math.max(0, (this.unacked.get(from) ?? 0) - 1);
+    this.unacked.set(from, n);
+    if (n > MAX_UNACKED) return;
+    const waiters = this.peerWaiters.get(from);
+    if (!waiters) return;
+    this.peerWaiters.delete(from);
+    for (const fn of waiters) fn();
+  }
 
   /** Handles a mesh message from a peer; returns false when it is not mesh traffic. */
   receive(from: number, msg: MeshMessage | { t: string }): boolean {
     switch (msg.t) {
       case 'pub':
         this.onBatch(from, (msg as { batch: Envelope[] }).batch);
+        this.ackBatch(from);
+        return true;
+      case 'pub-ack':
+        this.onAck(from);
         return true;
       case 'route': {
         const m = msg as Extract<MeshMessage, { t: 'route' }>;

@@ -18,6 +18,8 @@ export type MeshMessage =
   | { t: 'route'; op: 'add' | 'remove'; filter: string; group: string; from: number; seq: number }
   | { t: 'route-ack'; seq: number }
   | { t: 'pub'; batch: Envelope[] }
+  /** The receiver processed a batch and its subscribers are not backed up: the sender may send more. */
+  | { t: 'pub-ack' }
   | { t: 'sync-done' };
 
 export interface ClaimRequest {
@@ -71,14 +73,18 @@ export interface DetachResult {
 export type HubCommand =
   | { op: 'detach'; clientId: string; connId: number; keepSession: boolean }
   | { op: 'adopt'; sessions: StoredSession[] }
-  | { op: 'metrics' }
+  /** eventLoop false: leave out (and do not reset) the event-loop lag, for readers other than a scrape. */
+  | { op: 'metrics'; eventLoop?: boolean }
+  /** Liveness: answered as soon as the worker's event loop gets to it. */
+  | { op: 'ping' }
   | { op: 'shutdown'; reasonCode: number }
   | { op: 'publish'; message: Message };
 
 /** Hub → worker. Sockets travel in the transfer list. */
 export type ToWorker =
   | MeshMessage
-  | { t: 'socket'; connId: number; socket: unknown }
+  /** acceptedAt: epoch ms of the accept; the connect timeout counts from it, not from the hand-off. */
+  | { t: 'socket'; connId: number; socket: unknown; acceptedAt: number }
   | { t: 'peer'; workerId: number; port: MessagePort }
   | { t: 'peer-gone'; workerId: number }
   | { t: 'res'; id: number; value?: unknown; error?: string }

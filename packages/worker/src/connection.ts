@@ -55,16 +55,25 @@ export class Connection {
   expiryOnDisconnect: number | undefined;
   endReason: DisconnectReason | null = null;
 
+  // Backpressure (flow-control.ts): publishers this subscriber holds, and holds on this connection.
+  readonly blocking = new Set<Connection>();
+  congestedSince = 0;
+  /** Backed up for longer than allowed: QoS 0 to it is dropped rather than slowing publishers. */
+  slow = false;
+  waitingForPeer = false;
+  private holds = 0;
+
   private readonly parser: mqtt.Parser;
   private corked = false;
   private sawSocketError = false;
 
-  constructor(ctx: WorkerContext, id: number, socket: Socket) {
+  constructor(ctx: WorkerContext, id: number, socket: Socket, acceptedAt = Date.now()) {
     this.ctx = ctx;
     this.id = id;
     this.socket = socket;
     this.log = ctx.log.child({ conn: id });
-    this.connectDeadline = Date.now() + ctx.config.timeouts.connectMs;
+    // From accept (main thread), not from the hand-off: a busy worker must not extend the deadline.
+    this.connectDeadline = acceptedAt + ctx.config.timeouts.connectMs;
     this.parser = mqtt.parser({ protocolVersion: 4 });
     this.parser.on('packet', this.onPacket);
     this.parser.on('error', this.onParseError);
@@ -163,6 +172,16 @@ export class Connection {
     this.write(encode(packet, this.version));
   }
 
+  /** Stops reading this socket until every hold is released (TCP then slows the client). */
+  holdReading(): void {
+    if (this.holds++ === 0) this.socket.pause();
+  }
+
+  releaseReading(): void {
+    if (this.holds === 0) return;
+    if (--this.holds === 0 && this.state !== 'closed') this.socket.resume();
+  }
+
   socketBacklog(): number {
     return this.socket.writableLength;
   }
@@ -206,6 +225,7 @@ export class Connection {
     // A half-open peer never acknowledges our FIN: do not wait for it.
     setTimeout(() => this.socket.destroy(), 1000).unref();
     this.parser.removeAllListeners('packet');
+    this.ctx.flow.release(this);
     this.ctx.connections.delete(this.id);
     this.ctx.metrics.disconnected(reason);
     const fields = { reason, initiator: info.initiator, clientId: this.clientId };

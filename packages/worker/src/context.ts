@@ -1,6 +1,7 @@
 import type { Config } from '@starling/core/config.ts';
 import type { Logger } from '@starling/core/logger.ts';
 import { Acl } from './acl.ts';
+import { FlowControl } from './flow-control.ts';
 import type { Connection } from './connection.ts';
 import type { HubClient } from './hub-client.ts';
 import type { Mesh } from '@starling/core/mesh.ts';
@@ -21,6 +22,7 @@ export class WorkerContext {
   readonly metrics: WorkerMetrics;
   readonly mesh: Mesh;
   readonly hub: HubClient;
+  readonly flow: FlowControl;
   /** Round-robin cursor per shared group across this worker's candidates. */
   readonly groupCursor = new Map<string, number>();
   shuttingDown = false;
@@ -33,6 +35,7 @@ export class WorkerContext {
     this.mesh = opts.mesh;
     this.hub = opts.hub;
     this.acl = new Acl(opts.config.acl);
+    this.flow = new FlowControl(opts.mesh, opts.config.limits.slowConsumerMs);
     this.metrics = new WorkerMetrics(opts.workerId, {
       connections: () => this.connections.size,
       subscriptions: () => {
@@ -52,7 +55,7 @@ export class WorkerContext {
         for (const s of this.sessions.values()) n += s.queue.length;
         return n;
       },
-    });
+    }, opts.config.metrics.enabled);
   }
 
   private countSessions(connected: boolean): number {

@@ -70,7 +70,7 @@ export function deliverLocal(ctx: WorkerContext, m: Message, normal: boolean, gr
   touched.length = 0;
   cache.clear();
   currentMessage = null;
-  if (count > 0) ctx.metrics.latency.observe((now - m.receivedAt) / 1000);
+  if (count > 0) ctx.metrics.latency.observeSince(m.receivedAt);
   return count;
 }
 
@@ -91,7 +91,8 @@ export function sendToSession(
       stats.dropped.offline_qos0++;
       return;
     }
-    if (conn.socketBacklog() > ctx.config.limits.maxSocketBuffer) {
+    // A slow subscriber loses QoS 0 messages rather than holding publishers; nobody grows memory unbounded.
+    if (conn.socketBacklog() > (conn.slow ? 65536 : ctx.config.limits.maxSocketBuffer)) {
       stats.dropped.slow_consumer++;
       return;
     }
@@ -103,6 +104,7 @@ export function sendToSession(
     }
     conn.write(buf);
     stats.sent[0]++;
+    ctx.flow.afterWrite(conn);
     return;
   }
   if (!conn || !conn.ready || s.inflight.size >= conn.outboundWindow) {
@@ -137,6 +139,7 @@ function transmit(ctx: WorkerContext, s: Session, m: Message, qos: 1 | 2, retain
   s.inflight.set(id, { message: m, qos, state: 'publish', retain, subscriptionIds: subIds });
   conn.write(buf);
   ctx.metrics.stats.sent[qos]++;
+  ctx.flow.afterWrite(conn);
 }
 
 function cached(version: ProtocolVersion, m: Message, qos: QoS, retain: boolean, now: number): { buf: Buffer; idOffset: number } {
@@ -200,6 +203,8 @@ function collectLocalShared(sub: Subscription): void {
   else if (!list.includes(selfId)) list.push(selfId);
 }
 
+const NO_CHOICE: Map<number, string[]> = new Map();
+
 export interface RouteOutcome {
   /** Subscribers reached on this worker plus peers the message was forwarded to. */
   matched: number;
@@ -219,7 +224,7 @@ export function routeMessage(ctx: WorkerContext, m: Message): RouteOutcome {
   sharedCandidates = shared ? new Map() : null;
   ctx.mesh.routes.match(m.topic, collectPeer);
   let localGroups: string[] | null = null;
-  const chosen = new Map<number, string[]>();
+  const chosen = sharedCandidates ? new Map<number, string[]>() : NO_CHOICE;
   if (sharedCandidates) {
     ctx.subs.trie.match(m.topic, collectLocalShared);
     for (const [key, candidates] of sharedCandidates) {
@@ -242,12 +247,18 @@ export function routeMessage(ctx: WorkerContext, m: Message): RouteOutcome {
     const groups = chosen.get(peer) ?? null;
     chosen.delete(peer);
     if (peer === HUB && m.qos > 0) remote = forwardToHub(ctx, m, true, groups);
-    else ctx.mesh.send(peer, { m, normal: true, groups } satisfies Envelope);
+    else {
+      ctx.mesh.send(peer, { m, normal: true, groups } satisfies Envelope);
+      if (ctx.mesh.isBehind(peer)) ctx.flow.peerBehind(peer);
+    }
     matched++;
   }
   for (const [peer, groups] of chosen) {
     if (peer === HUB && m.qos > 0) remote = forwardToHub(ctx, m, false, groups);
-    else ctx.mesh.send(peer, { m, normal: false, groups });
+    else {
+      ctx.mesh.send(peer, { m, normal: false, groups });
+      if (ctx.mesh.isBehind(peer)) ctx.flow.peerBehind(peer);
+    }
     matched++;
   }
   return { matched, remote };

@@ -19,6 +19,7 @@ export function startSweep(ctx: WorkerContext, extra: (now: number) => void): No
         conn.close('keepalive_timeout');
       }
     }
+    ctx.flow.sweep(now);
     extra(now);
   }, SWEEP_MS);
   timer.unref();

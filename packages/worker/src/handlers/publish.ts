@@ -2,6 +2,7 @@ import type mqtt from 'mqtt-packet';
 import { isValidTopicName, type ForwardedProperties, type Message } from '@starling/router';
 import type { Connection } from '../connection.ts';
 import { routeMessage } from '../delivery.ts';
+import { preciseNow } from '../metrics.ts';
 
 /** A payload copy with its own small ArrayBuffer: the parser's slice may view a 64 KiB chunk, and a
  *  structured clone to another thread would copy all of it. */
@@ -65,6 +66,14 @@ export function handlePublish(conn: Connection, packet: mqtt.IPublishPacket): vo
   // [MQTT-3.2.2-11] / [MQTT-3.2.2-14]: above Maximum QoS or retain when unavailable.
   if (qos > cfg.mqtt.maximumQoS) return conn.close('protocol_error', 0x9b);
   if (packet.retain && !cfg.mqtt.retainAvailable) return conn.close('protocol_error', 0x9a);
+  if (cfg.debug.crashOnTopic !== undefined && topic === cfg.debug.crashOnTopic) {
+    // Test-only fault injection: thrown on a later turn, outside dispatch's try/catch, so it is a real
+    // uncaught exception that ends this worker thread (not one connection).
+    setImmediate(() => {
+      throw new Error(`debug.crashOnTopic: crashing worker ${ctx.workerId} on purpose`);
+    });
+    return;
+  }
 
   const session = conn.session!;
   const id = packet.messageId ?? 0;
@@ -84,7 +93,8 @@ export function handlePublish(conn: Connection, packet: mqtt.IPublishPacket): vo
   }
   ctx.metrics.stats.received[qos]++;
 
-  if (!ctx.acl.empty && !ctx.acl.canPublish(topic)) {
+  // $SYS/ is the broker's own (statistics, sys-topics.ts): clients read it, never write it.
+  if ((!ctx.acl.empty && !ctx.acl.canPublish(topic)) || (topic.charCodeAt(0) === 0x24 && topic.startsWith('$SYS/'))) {
     ctx.metrics.stats.dropped.not_authorized++;
     if (conn.version === 5) {
       // Refused, connection kept: v5 PUBACK/PUBREC 0x87 Not authorized.
@@ -106,7 +116,7 @@ export function handlePublish(conn: Connection, packet: mqtt.IPublishPacket): vo
     qos,
     retain: packet.retain,
     origin: session.clientId,
-    receivedAt: now,
+    receivedAt: preciseNow(),
   };
   const fwd = forwardedProperties(props);
   if (fwd) message.properties = fwd;
@@ -120,7 +130,9 @@ export function handlePublish(conn: Connection, packet: mqtt.IPublishPacket): vo
     else stored.catch((err: Error) => conn.log.warn({ err: err.message }, 'retained store failed'));
   }
   // Retained deletion (empty payload) is routed like any message [MQTT-3.3.1-10 note].
+  ctx.flow.source = conn;
   const outcome = routeMessage(ctx, message);
+  ctx.flow.source = null;
   if (outcome.matched === 0 && !packet.retain) ctx.metrics.stats.dropped.no_route++;
   if (outcome.remote) wait = wait ? Promise.all([wait, outcome.remote]) : outcome.remote;
 
