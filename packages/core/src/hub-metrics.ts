@@ -5,12 +5,21 @@ export class HubMetrics {
   readonly registry = new Registry();
   readonly willsPublished: Counter<'cause'>;
   readonly connectionsRefused: Counter<'reason'>;
+  /** Same series as the workers' starling_disconnects_total (summed at scrape): ends the main thread
+   *  classifies itself, i.e. the connections of a crashed worker (reason worker_crash). */
+  readonly disconnects: Counter<'reason' | 'initiator'>;
 
   constructor(read: { workerRestarts: () => number; retained: () => Promise<number>; ready: () => boolean; workers: () => number }) {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry, prefix: 'starling_process_' });
     this.willsPublished = new Counter({ name: 'starling_wills_published_total', help: 'Will messages published, by cause.', labelNames: ['cause'], registers });
     for (const cause of ['connection_lost', 'worker_crash', 'node_down']) this.willsPublished.inc({ cause }, 0);
+    this.disconnects = new Counter({
+      name: 'starling_disconnects_total',
+      help: 'Connection ends by reason and initiator (client, server, network).',
+      labelNames: ['reason', 'initiator'],
+      registers,
+    });
     this.connectionsRefused = new Counter({
       name: 'starling_connections_refused_total',
       help: 'Sockets refused before MQTT (no worker ready, connection limit, shutting down).',

@@ -8,6 +8,7 @@ import { Mesh } from './mesh.ts';
 import { HUB, type ClaimResult, type DetachResult, type Envelope, type FromWorker, type HubRequest } from './thread-messages.ts';
 import type { WorkerPool } from './worker-pool.ts';
 import type { HubMetrics } from './hub-metrics.ts';
+import { reasonInfo } from './disconnect-reasons.ts';
 
 interface ConnRecord {
   workerId: number;
@@ -178,13 +179,18 @@ export class Hub {
 
   /** A worker crashed: publish its connections' wills, keep its persistent sessions alive elsewhere. */
   async workerCrashed(workerId: number, connIds: number[]): Promise<void> {
+    // The crashed worker cannot classify its connections' ends: the main thread does, once each. One
+    // error line (the pool's 'worker exited') is what an operator acts on; per connection, debug.
+    this.metrics.disconnects.inc({ reason: 'worker_crash', initiator: reasonInfo('worker_crash').initiator }, connIds.length);
     for (const connId of connIds) {
       const rec = this.conns.get(connId);
       this.conns.delete(connId);
+      this.log.debug({ worker: workerId, conn: connId, clientId: rec?.clientId ?? null, reason: 'worker_crash', initiator: 'server' }, 'connection closed');
       if (!rec) continue;
       const owner = this.owner(workerId, connId);
       await this.publishWill(rec.clientId, owner, 'worker_crash').catch(() => undefined);
-      await this.router.releaseSession(rec.clientId, owner);
+      // A router failure for one session must not cost the remaining connections their wills.
+      await this.router.releaseSession(rec.clientId, owner).catch((err: Error) => this.log.warn({ clientId: rec.clientId, err: err.message }, 'release after crash failed'));
     }
     const offline = await this.router.offlineSessions();
     const target = this.pool.anyWorker();

@@ -121,7 +121,7 @@ export class WorkerPool {
     const connId = this.nextConnId++;
     best.connections++;
     this.connOwner.set(connId, best.id);
-    best.worker.postMessage({ t: 'socket', connId, socket } satisfies ToWorker, [socket as never]);
+    best.worker.postMessage({ t: 'socket', connId, socket, acceptedAt: Date.now() } satisfies ToWorker, [socket as never]);
     return true;
   }
 

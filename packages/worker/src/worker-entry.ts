@@ -47,10 +47,20 @@ async function runCommand(cmd: HubCommand): Promise<unknown> {
     case 'publish':
       routeMessage(ctx, cmd.message);
       return undefined;
-    case 'shutdown':
+    case 'shutdown': {
       ctx.shuttingDown = true;
-      for (const conn of [...ctx.connections.values()]) conn.close('server_shutting_down');
+      // Answer once the sockets are closed (client closes after DISCONNECT 0x8B, or close()'s 1 s guard
+      // destroys it): terminating the thread earlier could cut the DISCONNECT and loses the last metrics.
+      // The main thread bounds the wait by timeouts.shutdownMs.
+      const closed: Array<Promise<unknown>> = [];
+      for (const conn of [...ctx.connections.values()]) {
+        // Not events.once: it rejects on 'error' (a reset), and a reset socket is closed all the same.
+        if (!conn.socket.closed) closed.push(new Promise((resolve) => conn.socket.once('close', resolve)));
+        conn.close('server_shutting_down');
+      }
+      await Promise.all(closed);
       return undefined;
+    }
   }
 }
 
@@ -58,7 +68,7 @@ port.on('message', (msg: ToWorker) => {
   if (mesh.receive(HUB, msg as never)) return;
   switch (msg.t) {
     case 'socket': {
-      const conn = new Connection(ctx, msg.connId, msg.socket as Socket);
+      const conn = new Connection(ctx, msg.connId, msg.socket as Socket, msg.acceptedAt);
       ctx.connections.set(msg.connId, conn);
       return;
     }
