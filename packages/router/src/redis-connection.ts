@@ -70,6 +70,8 @@ export function connectClient(client: RedisClient, timeoutMs: number): Promise<v
     let lastError: unknown;
     const onError = (err: unknown) => {
       lastError = err;
+      // An error reply while connecting (wrong password, unknown user) will not heal by retrying.
+      if ((err as { name?: string } | null)?.name === 'ReplyError') done(err as Error);
     };
     const done = (err?: Error) => {
       clearTimeout(timer);

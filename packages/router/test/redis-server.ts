@@ -2,8 +2,11 @@
 
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Redis } from 'ioredis';
 
 export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -26,9 +29,14 @@ export class RedisServer {
     this.args = args;
   }
 
-  /** extraArgs: more redis-server options, e.g. ['--requirepass', 'secret']. */
-  static async start(extraArgs: string[] = []): Promise<RedisServer> {
-    const server = new RedisServer(await freePort(), extraArgs);
+  /** args: more redis-server options, e.g. ['--requirepass', 'secret']; tls: serve TLS only, with this
+   *  certificate and key (PEM files). */
+  static async start(options: { args?: string[]; tls?: { certFile: string; keyFile: string } } = {}): Promise<RedisServer> {
+    const port = await freePort();
+    const listen = options.tls
+      ? ['--port', '0', '--tls-port', String(port), '--tls-cert-file', options.tls.certFile, '--tls-key-file', options.tls.keyFile, '--tls-auth-clients', 'no']
+      : ['--port', String(port)];
+    const server = new RedisServer(port, [...listen, ...(options.args ?? [])]);
     await server.launch();
     return server;
   }
@@ -39,7 +47,7 @@ export class RedisServer {
 
   /** Starts it again on the same port (empty: nothing is persisted). */
   launch(): Promise<void> {
-    const args = ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', tmpdir(), ...this.args];
+    const args = ['--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', tmpdir(), ...this.args];
     const proc = spawn('redis-server', args, { stdio: ['ignore', 'pipe', 'pipe'] });
     this.proc = proc;
     return new Promise((resolve, reject) => {
@@ -68,5 +76,47 @@ export class RedisServer {
       proc.once('exit', () => resolve());
       proc.kill('SIGKILL');
     });
+  }
+}
+
+/** A Redis Cluster of `size` masters on free loopback ports, slots split evenly, ready to serve. */
+export class RedisClusterServers {
+  readonly servers: RedisServer[];
+  private readonly dir: string;
+
+  private constructor(servers: RedisServer[], dir: string) {
+    this.servers = servers;
+    this.dir = dir;
+  }
+
+  static async start(size = 3): Promise<RedisClusterServers> {
+    const dir = mkdtempSync(join(tmpdir(), 'starling-cluster-'));
+    const servers: RedisServer[] = [];
+    for (let i = 0; i < size; i++)
+      servers.push(await RedisServer.start({ args: ['--cluster-enabled', 'yes', '--cluster-config-file', join(dir, `nodes-${i}.conf`)] }));
+    const clients = servers.map((s) => new Redis(s.port, '127.0.0.1'));
+    try {
+      const per = Math.ceil(16384 / size);
+      await Promise.all(clients.map((c, i) => c.call('CLUSTER', 'ADDSLOTSRANGE', String(i * per), String(Math.min(16383, (i + 1) * per - 1)))));
+      for (const s of servers.slice(1)) await clients[0]!.call('CLUSTER', 'MEET', '127.0.0.1', String(s.port));
+      // Gossip has no event to wait for: poll the cluster state.
+      for (;;) {
+        const infos = await Promise.all(clients.map((c) => c.call('CLUSTER', 'INFO') as Promise<string>));
+        if (infos.every((info) => info.includes('cluster_state:ok') && info.includes(`cluster_known_nodes:${size}`))) break;
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    } finally {
+      for (const c of clients) c.disconnect();
+    }
+    return new RedisClusterServers(servers, dir);
+  }
+
+  get nodes(): Array<{ host: string; port: number }> {
+    return this.servers.map((s) => ({ host: '127.0.0.1', port: s.port }));
+  }
+
+  async kill(): Promise<void> {
+    await Promise.all(this.servers.map((s) => s.kill()));
+    rmSync(this.dir, { recursive: true, force: true });
   }
 }

@@ -21,7 +21,7 @@ interface Delivery {
   normal: boolean;
 }
 
-class Recorder implements NodeHandlers {
+export class Recorder implements NodeHandlers {
   readonly deliveries: Delivery[] = [];
   readonly takeovers: Array<{ clientId: string; owner: SessionOwner; by: SessionOwner }> = [];
   readonly downs: string[] = [];
