@@ -91,6 +91,29 @@ export const configSchema = z.object({
         .refine((v) => v === 0 || v >= 100, { message: 'must be 0 (disabled) or at least 100 ms' }),
     })
     .prefault({}),
+  /** Cluster mode: set `url`, `sentinels` + `name`, or `cluster` to share routes and sessions in Redis. */
+  redis: z
+    .object({
+      /** `redis://[user:pass@]host:port[/db]`; `rediss://` for TLS. */
+      url: z.string().min(1).optional(),
+      sentinels: z.array(z.object({ host: z.string().min(1), port })).min(1).optional(),
+      /** Sentinel master name. */
+      name: z.string().min(1).optional(),
+      /** Redis Cluster seed nodes. */
+      cluster: z.array(z.object({ host: z.string().min(1), port })).min(1).optional(),
+      /** Overrides the URL's password (e.g. from a Kubernetes Secret via STARLING_REDIS__PASSWORD). */
+      password: z.string().optional(),
+      username: z.string().optional(),
+      /** TLS to Redis (also implied by a rediss:// URL). */
+      tls: z.boolean().default(false),
+      keyPrefix: z.string().min(1).default('starling:'),
+      heartbeatMs: positiveMs.default(1000),
+      /** A node silent for this long is dead: its routes are removed and its wills published. */
+      nodeTtlMs: positiveMs.default(5000),
+      commandTimeoutMs: positiveMs.default(5000),
+    })
+    .prefault({})
+    .refine((r) => !r.sentinels || r.name, { message: 'redis.sentinels needs redis.name (the master name)', path: ['name'] }),
   /** Topic authorization: the first matching rule wins; no match allows. The default refuses nothing. */
   acl: z.array(aclRule).default([]),
   /** For tests only: fault injection. Never set in production. */
