@@ -83,7 +83,8 @@ export function detachSession(ctx: WorkerContext, clientId: string, keepSession:
     session.conn.close('session_taken_over');
   }
   const stored = keepSession ? session.toStored() : null;
-  const queue = keepSession ? session.queue.map((q) => q.message) : [];
+  // Queued messages travel at the QoS they were granted (restoreSession reads message.qos) [MQTT-3.8.4-6].
+  const queue = keepSession ? session.queue.map((q) => (q.qos === q.message.qos ? q.message : { ...q.message, qos: q.qos })) : [];
   ctx.dropSession(session);
   return { session: stored, queue };
 }
@@ -107,6 +108,7 @@ export function resendInflight(ctx: WorkerContext, session: Session): void {
 export function expireSessions(ctx: WorkerContext, now: number): void {
   for (const session of ctx.sessions.values()) {
     if (session.conn || session.expiresAt === 0 || session.expiresAt > now) continue;
+    ctx.log.debug({ clientId: session.clientId }, 'session expired');
     ctx.dropSession(session);
     ctx.hub.tell({ op: 'delete-session', clientId: session.clientId });
   }

@@ -81,7 +81,9 @@ export class Session {
       subscriptions,
       expiryInterval: this.expiryInterval,
       disconnectedAt: this.conn ? undefined : Date.now(),
-      inflight: [...this.inflight].map(([packetId, f]) => ({ packetId, message: f.message, state: f.state })),
+      // The stored message carries the QoS it is delivered at (downgraded to the subscription's), since
+      // restoreSession reads it from there: a resume must not upgrade it [MQTT-3.8.4-6].
+      inflight: [...this.inflight].map(([packetId, f]) => ({ packetId, message: f.qos === f.message.qos ? f.message : { ...f.message, qos: f.qos }, state: f.state })),
       inboundQos2: [...this.inboundQos2],
     };
   }
