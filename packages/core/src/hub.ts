@@ -1,7 +1,7 @@
 // The node's hub, on the main thread: the workers' door to the router (sessions, retained messages,
 // wills, routes to other nodes). Never on the per-message path of a single node.
 import type { Message, Router, SessionOwner, StoredWill } from '@starling/router';
-import { TopicTrie } from '@starling/router';
+import { TopicTrie, topicMatches } from '@starling/router';
 import type { Config } from './config.ts';
 import type { Logger } from './logger.ts';
 import { Mesh } from './mesh.ts';
@@ -22,6 +22,8 @@ export class Hub {
   /** Remote nodes' routes (from the router), so envelopes to other nodes know which groups they serve. */
   private readonly remoteGroups = new TopicTrie<string>();
   private readonly willTimers = new Set<NodeJS.Timeout>();
+  /** Retained messages that belong to this node alone ($SYS statistics): never in the router. */
+  private readonly localRetained = new Map<string, Message>();
   private readonly config: Config;
   private readonly router: Router;
   private readonly log: Logger;
@@ -96,8 +98,11 @@ export class Hub {
       case 'delete-session':
         await this.router.deleteSession(req.clientId);
         return undefined;
-      case 'retained-get':
-        return this.router.getRetained(req.filter);
+      case 'retained-get': {
+        const stored = await this.router.getRetained(req.filter);
+        const local = [...this.localRetained.values()].filter((m) => topicMatches(req.filter, m.topic));
+        return local.length > 0 ? [...stored, ...local] : stored;
+      }
       case 'retained-set':
         return this.router.setRetained(req.message);
       case 'will-publish':
@@ -169,7 +174,13 @@ export class Hub {
     this.metrics.willsPublished.inc({ cause });
   }
 
-  /** Publishes a message originating in the hub (wills, $SYS) as if a client had. */
+  /** Publishes to this node's subscribers only, kept as retained on this node when flagged ($SYS). */
+  publishLocal(message: Message): void {
+    if (message.retain) this.localRetained.set(message.topic, message);
+    this.fromOtherNode(message, [], true);
+  }
+
+  /** Publishes a message originating in the hub (wills) as if a client had. */
   async publish(message: Message): Promise<void> {
     if (message.retain) await this.router.setRetained(message);
     const workerId = this.pool.anyWorker();

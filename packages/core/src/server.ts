@@ -7,6 +7,8 @@ import { Hub } from './hub.ts';
 import { startHttpServer } from './http-server.ts';
 import type { Logger } from './logger.ts';
 import { WorkerPool } from './worker-pool.ts';
+import type { MetricJSON } from './metric-json.ts';
+import { SysTopics } from './sys-topics.ts';
 
 /** A running node: MQTT listener, session workers, hub, HTTP for metrics and probes. */
 export class Broker {
@@ -16,6 +18,7 @@ export class Broker {
   private readonly hub: Hub;
   private readonly pool: WorkerPool;
   private readonly metrics: HubMetrics;
+  private readonly sys: SysTopics;
   private listener: net.Server | null = null;
   private http: http.Server | null = null;
   private accepting = false;
@@ -30,14 +33,22 @@ export class Broker {
       retained: () => this.router.retainedCount(),
       ready: () => this.accepting,
       workers: () => this.pool.workers.size,
-    });
+    }, config.metrics.enabled);
     this.hub = new Hub({ config, router: this.router, log: log.child({ module: 'hub' }), metrics: this.metrics });
     this.pool = new WorkerPool(config, config.nodeId, log.child({ module: 'pool' }), {
       message: (workerId, msg) => this.hub.onWorkerMessage(workerId, msg),
-      crashed: (workerId, connIds) => void this.hub.workerCrashed(workerId, connIds).catch((err: Error) => log.error({ err: err.message }, 'crash recovery failed')),
+      crashed: (workerId, connIds) => {
+        this.metrics.workerGone(workerId);
+        void this.hub.workerCrashed(workerId, connIds).catch((err: Error) => log.error({ err: err.message }, 'crash recovery failed'));
+      },
       joined: (workerId) => this.hub.workerJoined(workerId),
     });
     this.hub.pool = this.pool;
+    this.sys = new SysTopics({
+      intervalMs: config.sys.intervalMs,
+      source: { collect: () => this.collect(false), publish: (m) => this.hub.publishLocal(m) },
+      log: log.child({ module: 'sys' }),
+    });
   }
 
   get mqttPort(): number {
@@ -50,20 +61,20 @@ export class Broker {
 
   async start(): Promise<void> {
     const cfg = this.config;
-    if (cfg.metrics.enabled) {
-      this.http = await startHttpServer(
-        cfg.metrics.host,
-        cfg.metrics.port,
-        {
-          metrics: () => this.scrape(),
-          healthy: () => this.stopping === null && this.pool.workers.size > 0,
-          ready: () => this.accepting,
-        },
-        this.log.child({ module: 'http' }),
-      );
-    }
+    // First, so probes answer (503 on /readyz) while the rest starts.
+    this.http = await startHttpServer(
+      cfg.metrics.host,
+      cfg.metrics.port,
+      {
+        metrics: cfg.metrics.enabled ? () => this.scrape() : null,
+        healthy: () => this.health(),
+        ready: () => this.accepting,
+      },
+      this.log.child({ module: 'http' }),
+    );
     await this.hub.start();
     await this.pool.start();
+    this.sys.start();
     this.listener = net.createServer({ pauseOnConnect: true }, (socket) => {
       if (!this.accepting || !this.pool.assign(socket)) {
         this.metrics.connectionsRefused.inc({ reason: this.accepting ? 'no_worker' : 'shutting_down' });
@@ -79,17 +90,43 @@ export class Broker {
     this.log.info({ port: this.mqttPort, metricsPort: this.metricsPort, workers: cfg.workers, nodeId: cfg.nodeId }, 'starling listening');
   }
 
-  private async scrape(): Promise<{ body: string; contentType: string }> {
+  /** The node's metrics: main thread and every worker (one that does not answer: its last counters). */
+  private async registry(eventLoop: boolean): Promise<Awaited<ReturnType<HubMetrics['collect']>>> {
     const ids = [...this.pool.workers.keys()];
-    const parts = await Promise.all(ids.map((id) => this.pool.command<never[]>(id, { op: 'metrics' }, 2000).catch(() => [] as never[])));
-    return this.metrics.scrape(parts);
+    const answers = await Promise.all(
+      ids.map((id) => this.pool.command<MetricJSON[]>(id, { op: 'metrics', eventLoop }, 2000).catch(() => null)),
+    );
+    return this.metrics.collect(new Map(ids.map((id, i) => [id, answers[i] ?? null])));
   }
 
+  private async scrape(): Promise<{ body: string; contentType: string }> {
+    const merged = await this.registry(true);
+    return { body: await merged.metrics(), contentType: merged.contentType };
+  }
+
+  private async collect(eventLoop: boolean): Promise<MetricJSON[]> {
+    return (await (await this.registry(eventLoop)).getMetricsAsJSON()) as unknown as MetricJSON[];
+  }
+
+  /** Alive: every worker's event loop answers a ping within a second. */
+  private async health(): Promise<{ ok: boolean; detail: string }> {
+    const ids = [...this.pool.workers.keys()];
+    if (ids.length === 0) return { ok: false, detail: 'no workers' };
+    const answers = await Promise.all(ids.map((id) => this.pool.command(id, { op: 'ping' }, 1000).then(() => true, () => false)));
+    const stuck = ids.filter((_, i) => !answers[i]);
+    return stuck.length === 0 ? { ok: true, detail: `${ids.length} workers` } : { ok: false, detail: `workers not answering: ${stuck.join(', ')}` };
+  }
   /** Stops accepting, tells v5 clients 0x8B Server shutting down, and closes within timeouts.shutdownMs. */
   stop(): Promise<void> {
     this.stopping ??= (async () => {
       this.accepting = false;
       this.listener?.close();
+      this.sys.stop();
+      if (this.config.timeouts.drainMs > 0) {
+        // /readyz answers 503 from here: a load balancer takes the node out before clients are told to go.
+        this.log.info({ drainMs: this.config.timeouts.drainMs }, 'draining');
+        await new Promise((r) => setTimeout(r, this.config.timeouts.drainMs));
+      }
       const ids = [...this.pool.workers.keys()];
       await Promise.race([
         Promise.all(ids.map((id) => this.pool.command(id, { op: 'shutdown', reasonCode: 0x8b }).catch(() => undefined))),

@@ -1,6 +1,6 @@
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
-import { DISCONNECT_REASONS, type DisconnectReason } from '@starling/core/disconnect-reasons.ts';
+import { DISCONNECT_REASONS, DISCONNECT_REASON_NAMES, type DisconnectReason } from '@starling/core/disconnect-reasons.ts';
+import { metric, type MetricJSON, type MetricSample } from '@starling/core/metric-json.ts';
 
 export type DropCause = 'queue_full' | 'expired' | 'too_large' | 'no_route' | 'slow_consumer' | 'offline_qos0' | 'not_authorized';
 export type ConnectResult =
@@ -13,9 +13,79 @@ export type ConnectResult =
   | 'server_unavailable'
   | 'malformed';
 
+export const CONNECT_RESULTS: readonly ConnectResult[] = [
+  'accepted',
+  'unsupported_protocol',
+  'identifier_rejected',
+  'keepalive_rejected',
+  'bad_credentials',
+  'not_authorized',
+  'server_unavailable',
+  'malformed',
+];
+
+/** Epoch ms with sub-millisecond resolution, comparable across this process's threads. */
+export function preciseNow(): number {
+  return performance.timeOrigin + performance.now();
+}
+
+/** The event-loop monitor's timer period; a sample is this period plus the loop's delay. */
+const LOOP_RESOLUTION_MS = 10;
+
+/** Seconds; publish-to-deliver within one node is sub-millisecond, across nodes a few ms. */
+export const LATENCY_BUCKETS: readonly number[] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1];
+
+/** A histogram of plain numbers: observe() allocates nothing and takes no lock; exported when scraped. */
+export class PlainHistogram {
+  readonly bounds: readonly number[];
+  /** Per bucket, not cumulative; the last one is +Inf. */
+  readonly counts: Float64Array;
+  sum = 0;
+  count = 0;
+
+  constructor(bounds: readonly number[]) {
+    this.bounds = bounds;
+    this.counts = new Float64Array(bounds.length + 1);
+  }
+
+  /** Seconds since `since` (a preciseNow() value, possibly from another thread); never negative. */
+  observeSince(since: number): void {
+    const d = (preciseNow() - since) / 1000;
+    this.observe(d > 0 ? d : 0);
+  }
+
+  observe(value: number): void {
+    const b = this.bounds;
+    let i = 0;
+    while (i < b.length && value > b[i]!) i++;
+    this.counts[i]!++;
+    this.sum += value;
+    this.count++;
+  }
+
+  samples(name: string): MetricSample[] {
+    const out: MetricSample[] = [];
+    let cumulative = 0;
+    for (let i = 0; i < this.bounds.length; i++) {
+      cumulative += this.counts[i]!;
+      out.push({ labels: { le: this.bounds[i]! }, value: cumulative, metricName: `${name}_bucket` });
+    }
+    out.push({ labels: { le: '+Inf' }, value: this.count, metricName: `${name}_bucket` });
+    out.push({ labels: {}, value: this.sum, metricName: `${name}_sum` });
+    out.push({ labels: {}, value: this.count, metricName: `${name}_count` });
+    return out;
+  }
+}
+
+function zeroed<K extends string>(keys: readonly K[]): Record<K, number> {
+  const out = {} as Record<K, number>;
+  for (const k of keys) out[k] = 0;
+  return out;
+}
+
 /**
- * Hot-path counts are plain numbers, turned into Prometheus metrics only when scraped: counting a
- * delivered message allocates nothing and crosses no thread.
+ * Everything a worker counts, as plain numbers: counting a delivered message is an increment of a
+ * field, no allocation, no message to another thread. Metrics are built from these only when asked.
  */
 export class WorkerStats {
   readonly received: [number, number, number] = [0, 0, 0];
@@ -31,6 +101,10 @@ export class WorkerStats {
     offline_qos0: 0,
     not_authorized: 0,
   };
+  readonly disconnects: Record<DisconnectReason, number> = zeroed(DISCONNECT_REASON_NAMES);
+  readonly connects: Record<ConnectResult, number> = zeroed(CONNECT_RESULTS);
+  takeovers = 0;
+  readonly latency = new PlainHistogram(LATENCY_BUCKETS);
 }
 
 export interface Gauges {
@@ -42,102 +116,94 @@ export interface Gauges {
   queued(): number;
 }
 
-/** Metrics a worker owns. The main thread aggregates every worker's registry into one scrape. */
+/**
+ * Metrics a worker owns. The main thread asks for them (collect) on a scrape or a $SYS tick and
+ * aggregates every worker's with its own: counters and histograms summed, gauges with a `worker`
+ * label kept apart.
+ */
 export class WorkerMetrics {
-  readonly registry = new Registry();
   readonly stats = new WorkerStats();
-  readonly disconnects: Counter<'reason' | 'initiator'>;
-  readonly connectAttempts: Counter<'result'>;
-  readonly takeovers: Counter;
-  readonly latency: Histogram;
-  private readonly loopDelay = monitorEventLoopDelay({ resolution: 20 });
+  /** prom-client-shaped entry points kept for the handlers; each is a field increment. */
+  readonly connectAttempts: { inc(labels: { result: ConnectResult }): void };
+  readonly takeovers: { inc(): void };
+  readonly latency: PlainHistogram;
+  private readonly worker: string;
+  private readonly gauges: Gauges;
+  /** Event-loop delay since the previous scrape; null when metrics are disabled. */
+  private readonly loopDelay: ReturnType<typeof monitorEventLoopDelay> | null;
 
-  constructor(workerId: number, gauges: Gauges) {
-    const registers = [this.registry];
+  constructor(workerId: number, gauges: Gauges, enabled = true) {
     const stats = this.stats;
-    const worker = String(workerId);
-    this.loopDelay.enable();
-    const loopDelay = this.loopDelay;
-
-    this.disconnects = new Counter({
-      name: 'starling_disconnects_total',
-      help: 'Connection ends by reason and initiator (client, server, network).',
-      labelNames: ['reason', 'initiator'],
-      registers,
-    });
-    // Zero every reason so dashboards and rate() see the series before the first occurrence.
-    for (const [reason, info] of Object.entries(DISCONNECT_REASONS)) this.disconnects.inc({ reason, initiator: info.initiator }, 0);
-    this.connectAttempts = new Counter({
-      name: 'starling_connection_attempts_total',
-      help: 'CONNECT packets handled, by result.',
-      labelNames: ['result'],
-      registers,
-    });
-    this.connectAttempts.inc({ result: 'accepted' }, 0);
-    this.takeovers = new Counter({ name: 'starling_session_takeovers_total', help: 'Sessions taken over by a new connection with the same client id.', registers });
-    this.latency = new Histogram({
-      name: 'starling_publish_deliver_latency_seconds',
-      help: 'Time from receiving a PUBLISH to writing it to the first subscriber.',
-      buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
-      registers,
-    });
-
-    // Counters only go up: on each scrape add what happened since the previous one.
-    const synced = (name: string, help: string, label: string, read: () => Array<[string, number]>) => {
-      const last = new Map<string, number>();
-      return new Counter({
-        name,
-        help,
-        labelNames: [label],
-        registers,
-        collect() {
-          for (const [value, total] of read()) {
-            this.inc({ [label]: value }, total - (last.get(value) ?? 0));
-            last.set(value, total);
-          }
-        },
-      });
-    };
-    const byQos = (counts: number[]) => (): Array<[string, number]> => counts.map((v, q) => [String(q), v]);
-    synced('starling_messages_received_total', 'PUBLISH packets received from clients, by QoS.', 'qos', byQos(stats.received));
-    synced('starling_messages_sent_total', 'PUBLISH packets sent to clients, by QoS.', 'qos', byQos(stats.sent));
-    synced('starling_messages_dropped_total', 'Messages not delivered, by cause.', 'cause', () => Object.entries(stats.dropped));
-    new Counter({ name: 'starling_received_bytes_total', help: 'Bytes read from client sockets.', registers, collect() { this.reset(); this.inc(stats.bytesIn); } });
-    new Counter({ name: 'starling_sent_bytes_total', help: 'Bytes written to client sockets.', registers, collect() { this.reset(); this.inc(stats.bytesOut); } });
-
-    const gauge = (name: string, help: string, read: () => number, perWorker = false) =>
-      new Gauge({
-        name,
-        help,
-        labelNames: perWorker ? ['worker'] : [],
-        registers,
-        collect() {
-          if (perWorker) this.set({ worker }, read());
-          else this.set(read());
-        },
-      });
-    gauge('starling_connections', 'Open client connections.', gauges.connections, true);
-    gauge('starling_subscriptions', 'Subscriptions held by sessions.', gauges.subscriptions);
-    new Gauge({
-      name: 'starling_sessions',
-      help: 'Sessions by state: connected, or offline and persistent.',
-      labelNames: ['state'],
-      registers,
-      collect() {
-        this.set({ state: 'connected' }, gauges.sessionsConnected());
-        this.set({ state: 'offline' }, gauges.sessionsOffline());
-      },
-    });
-    gauge('starling_inflight_messages', 'Outbound QoS 1/2 messages awaiting acknowledgement.', gauges.inflight);
-    gauge('starling_queued_messages', 'Messages queued for sessions (offline or window full).', gauges.queued);
-    gauge('starling_event_loop_lag_seconds', 'Event-loop delay (p99 since last scrape) per worker.', () => {
-      const v = loopDelay.percentile(99) / 1e9;
-      loopDelay.reset();
-      return Number.isFinite(v) ? v : 0;
-    }, true);
+    this.worker = String(workerId);
+    this.gauges = gauges;
+    this.connectAttempts = { inc: (labels) => void stats.connects[labels.result]++ };
+    this.takeovers = { inc: () => void stats.takeovers++ };
+    this.latency = stats.latency;
+    this.loopDelay = enabled ? monitorEventLoopDelay({ resolution: LOOP_RESOLUTION_MS }) : null;
+    this.loopDelay?.enable();
   }
 
   disconnected(reason: DisconnectReason): void {
-    this.disconnects.inc({ reason, initiator: DISCONNECT_REASONS[reason].initiator });
+    this.stats.disconnects[reason]++;
+  }
+
+  /**
+   * This worker's metrics in prom-client's JSON form. `eventLoop` false leaves out (and does not
+   * reset) the event-loop lag, for readers other than the Prometheus scrape ($SYS).
+   */
+  collect(eventLoop = true): MetricJSON[] {
+    const s = this.stats;
+    const g = this.gauges;
+    const worker = this.worker;
+    const byQos = (counts: readonly number[]): MetricSample[] => counts.map((value, q) => ({ labels: { qos: String(q) }, value }));
+    const out: MetricJSON[] = [
+      metric(
+        'starling_connection_attempts_total',
+        'CONNECT packets handled, by result: accepted or the reason it was refused.',
+        'counter',
+        CONNECT_RESULTS.map((result) => ({ labels: { result }, value: s.connects[result] })),
+      ),
+      metric(
+        'starling_disconnects_total',
+        'Connection ends by reason and initiator (client, server, network).',
+        'counter',
+        DISCONNECT_REASON_NAMES.map((reason) => ({ labels: { reason, initiator: DISCONNECT_REASONS[reason].initiator }, value: s.disconnects[reason] })),
+      ),
+      metric('starling_session_takeovers_total', 'Sessions taken over by a new connection with the same client id.', 'counter', [{ labels: {}, value: s.takeovers }]),
+      metric('starling_messages_received_total', 'PUBLISH packets received from clients, by QoS.', 'counter', byQos(s.received)),
+      metric('starling_messages_sent_total', 'PUBLISH packets sent to clients, by QoS.', 'counter', byQos(s.sent)),
+      metric(
+        'starling_messages_dropped_total',
+        'Messages not delivered, by cause.',
+        'counter',
+        Object.entries(s.dropped).map(([cause, value]) => ({ labels: { cause }, value })),
+      ),
+      metric('starling_received_bytes_total', 'Bytes read from client sockets.', 'counter', [{ labels: {}, value: s.bytesIn }]),
+      metric('starling_sent_bytes_total', 'Bytes written to client sockets.', 'counter', [{ labels: {}, value: s.bytesOut }]),
+      metric(
+        'starling_publish_deliver_latency_seconds',
+        'Time from receiving a PUBLISH to writing it to the first subscriber on each worker.',
+        'histogram',
+        s.latency.samples('starling_publish_deliver_latency_seconds'),
+      ),
+      metric('starling_connections', 'Open client connections, per worker.', 'gauge', [{ labels: { worker }, value: g.connections() }]),
+      metric('starling_subscriptions', 'Subscriptions held by sessions.', 'gauge', [{ labels: {}, value: g.subscriptions() }]),
+      metric('starling_sessions', 'Sessions by state: connected, or offline and persistent.', 'gauge', [
+        { labels: { state: 'connected' }, value: g.sessionsConnected() },
+        { labels: { state: 'offline' }, value: g.sessionsOffline() },
+      ]),
+      metric('starling_inflight_messages', 'Outbound QoS 1/2 messages awaiting acknowledgement.', 'gauge', [{ labels: {}, value: g.inflight() }]),
+      metric('starling_queued_messages', 'Messages queued for sessions (offline, or in-flight window full).', 'gauge', [{ labels: {}, value: g.queued() }]),
+    ];
+    if (eventLoop && this.loopDelay) {
+      const p99 = Math.max(0, (this.loopDelay.percentile(99) / 1e6 - LOOP_RESOLUTION_MS) / 1000);
+      this.loopDelay.reset();
+      out.push(
+        metric('starling_event_loop_lag_seconds', 'Event-loop delay per worker (p99 since the previous scrape).', 'gauge', [
+          { labels: { worker }, value: Number.isFinite(p99) ? p99 : 0 },
+        ]),
+      );
+    }
+    return out;
   }
 }

@@ -43,7 +43,9 @@ async function runCommand(cmd: HubCommand): Promise<unknown> {
       }
       return undefined;
     case 'metrics':
-      return ctx.metrics.registry.getMetricsAsJSON();
+      return ctx.metrics.collect(cmd.eventLoop !== false);
+    case 'ping':
+      return true;
     case 'publish':
       routeMessage(ctx, cmd.message);
       return undefined;

@@ -29,7 +29,7 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
     const force = setTimeout(() => {
       log.warn('shutdown took too long; exiting');
       process.exit(0);
-    }, config.timeouts.shutdownMs + 2000);
+    }, config.timeouts.drainMs + config.timeouts.shutdownMs + 2000);
     force.unref();
     broker.stop().then(
       () => process.exit(0),
