@@ -35,6 +35,10 @@ export class WorkerPool {
   private readonly waiting = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
   private stopping = false;
   private readyWaiters: Array<() => void> = [];
+  /** Set while start() waits: a worker that dies before it is ready fails start-up instead of looping. */
+  private failStart: ((err: Error) => void) | null = null;
+  /** Crash-loop guard: consecutive crashes of workers that never became ready delay the next spawn. */
+  private respawnDelayMs = 0;
   restarts = 0;
 
   private readonly config: Config;
@@ -50,8 +54,9 @@ export class WorkerPool {
   }
 
   start(): Promise<void> {
+    const failed = new Promise<never>((_, reject) => (this.failStart = reject));
     for (let i = 0; i < this.config.workers; i++) this.spawn();
-    return this.whenAllReady();
+    return Promise.race([this.whenAllReady(), failed]).finally(() => (this.failStart = null));
   }
 
   whenAllReady(): Promise<void> {
@@ -107,9 +112,16 @@ export class WorkerPool {
     for (const [connId, owner] of this.connOwner) if (owner === handle.id) connIds.push(connId);
     for (const c of connIds) this.connOwner.delete(c);
     if (this.stopping) return;
+    if (this.failStart) {
+      this.failStart(new Error(`worker ${handle.id} exited with code ${code} before it was ready`));
+      return;
+    }
     this.restarts++;
-    this.log.error({ worker: handle.id, code, connections: connIds.length }, 'worker exited; starting a replacement');
-    this.spawn();
+    // A worker that dies before ready will likely die again (bad code, bad config): back off, don't spin.
+    this.respawnDelayMs = handle.ready ? 0 : Math.min(Math.max(this.respawnDelayMs * 2, 100), 5000);
+    this.log.error({ worker: handle.id, code, connections: connIds.length, respawnInMs: this.respawnDelayMs }, 'worker exited; starting a replacement');
+    if (this.respawnDelayMs === 0) this.spawn();
+    else setTimeout(() => !this.stopping && this.spawn(), this.respawnDelayMs).unref();
     this.events.crashed(handle.id, connIds);
   }
 
