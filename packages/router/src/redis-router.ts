@@ -4,6 +4,7 @@
 
 import { EventEmitter } from 'node:events';
 import type { NodeHandlers, Router } from './contract.ts';
+import { RouteAcks } from './route-acks.ts';
 import { RouteReplica } from './route-replica.ts';
 import { connectClient, createClient, runScript } from './redis-connection.ts';
 import type { RedisClient, RedisConnectionOptions, ScriptArg } from './redis-connection.ts';
@@ -82,12 +83,6 @@ interface Waiter {
   reject(err: unknown): void;
 }
 
-interface PendingAcks {
-  waiting: Set<string>;
-  done(): void;
-  timer: NodeJS.Timeout;
-}
-
 const silent: RouterLogger = { info() {}, warn() {}, error() {} };
 
 export class RouterUnavailableError extends Error {
@@ -101,7 +96,6 @@ export class RedisRouter extends EventEmitter implements Router {
   private readonly membership: Membership;
   private readonly log: RouterLogger;
   private readonly heartbeatMs: number;
-  private readonly ackTimeoutMs: number;
   private readonly stats: RedisRouterStatus = {
     connected: false,
     commandErrors: 0,
@@ -128,7 +122,7 @@ export class RedisRouter extends EventEmitter implements Router {
   private outboxWaiters: Waiter[] = [];
   private flushScheduled = false;
   private seq = 0;
-  private readonly acks = new Map<number, PendingAcks>();
+  private readonly acks: RouteAcks;
   /** Other nodes alive as of the last heartbeat (or heard from since). */
   private live = new Set<string>();
   /** Event counter: route messages after a heartbeat reply was requested must not be undone by it. */
@@ -146,10 +140,10 @@ export class RedisRouter extends EventEmitter implements Router {
     this.options = options;
     this.keys = redisKeys(options.keyPrefix ?? 'starling:');
     this.heartbeatMs = options.heartbeatMs ?? 1000;
-    this.ackTimeoutMs = options.routeAckTimeoutMs ?? 2000;
+    this.acks = new RouteAcks(options.routeAckTimeoutMs ?? 2000, () => this.stats.routeAckTimeouts++);
     this.membership = new Membership(this.nodeId, this.keys, options.nodeTtlMs ?? 5000);
     this.log = options.logger ?? silent;
-    this.replica = new RouteReplica((filter, group, present) => this.handlers?.routesChanged?.(filter, group, present));
+    this.replica = new RouteReplica((filter, group, present) => this.callHandler('routesChanged', (h) => h.routesChanged?.(filter, group, present)));
   }
 
   /** A copy of the counters; 'status' events carry one whenever `connected` changes. */
@@ -183,12 +177,13 @@ export class RedisRouter extends EventEmitter implements Router {
       throw err;
     }
     this.state = 'running';
-    this.stats.connected = true;
+    // A connection lost during start() was not reported: let its return trigger registering again.
+    this.stats.connected = cmd.status === 'ready' && sub.status === 'ready';
     this.timer = setInterval(() => void this.tick(), this.heartbeatMs);
     this.timer.unref();
     this.log.info({ nodeId: this.nodeId, nodes: this.live.size }, 'redis router started');
     // The previous life of this node id died with clients whose wills are still due.
-    if (wills > 0) setImmediate(() => this.state === 'running' && this.handlers?.nodeDown?.(this.nodeId));
+    if (wills > 0) setImmediate(() => this.state === 'running' && this.callHandler('nodeDown', (h) => h.nodeDown?.(this.nodeId)));
   }
 
   async close(): Promise<void> {
@@ -206,14 +201,14 @@ export class RedisRouter extends EventEmitter implements Router {
       try {
         // Wait for the others to drop this node's routes, so nothing is routed here after close().
         const seq = ++this.seq;
-        const acked = this.expectAcks(seq);
+        const acked = this.acks.expect(seq, this.live);
         await this.membership.leave(cmd, JSON.stringify({ t: 'down', n: this.nodeId, s: seq } satisfies RouteMessage));
         await acked;
       } catch {
         // Redis is away: the others will reap this node when its heartbeat expires.
       }
     }
-    this.clearAcks();
+    this.acks.clear();
     await Promise.all([cmd.quit().catch(() => cmd.disconnect()), sub.quit().catch(() => sub.disconnect())]);
   }
 
@@ -222,7 +217,7 @@ export class RedisRouter extends EventEmitter implements Router {
     this.state = 'closed';
     this.stopTimer();
     this.failPending(new Error('router killed'));
-    this.clearAcks();
+    this.acks.clear();
     this.cmd?.disconnect();
     this.sub?.disconnect();
   }
@@ -267,14 +262,13 @@ export class RedisRouter extends EventEmitter implements Router {
       s: seq,
       ops: ops.map((op) => [op[0] as '+' | '-', ...parseRouteMember(op.slice(1))]),
     };
-    // Registered before sending: an acknowledgement may overtake the script's reply.
-    const acked = this.expectAcks(seq);
+    const acked = this.acks.expect(seq, this.live);
     this.command(() => runScript(this.cmd!, 'routeOps', [this.keys.routes(this.nodeId)], [this.keys.routeChannel, JSON.stringify(payload), ...ops]))
       .then(() => acked)
       .then(
         () => settle(waiters),
         (err: unknown) => {
-          this.finishAcks(seq);
+          this.acks.finish(seq);
           settle(waiters, err);
         },
       );
@@ -387,7 +381,10 @@ export class RedisRouter extends EventEmitter implements Router {
     if (prev !== null && prev !== mine) {
       claim.previous = parseOwner(prev);
       // The script told a previous owner on another node; one on this node hears it here.
-      if (claim.previous.nodeId === this.nodeId) this.handlers?.takeover(clientId, claim.previous, owner);
+      if (claim.previous.nodeId === this.nodeId) {
+        const previous = claim.previous;
+        this.callHandler('takeover', (h) => h.takeover(clientId, previous, owner));
+      }
     }
     if (stored !== null) claim.stored = fromJson<StoredSession>(stored);
     return claim;
@@ -485,7 +482,7 @@ export class RedisRouter extends EventEmitter implements Router {
       // A closing node still acknowledges, so nodes closing together do not wait out each other's timeout.
       if (this.state === 'closed') {
         this.ack(parsed);
-        if (parsed.t === 'down') this.forgetAcksFrom(parsed.n);
+        if (parsed.t === 'down') this.acks.forget(parsed.n);
       } else if (this.buffered) this.buffered.push(parsed);
       else this.applyRouteMessage(parsed);
       return;
@@ -496,25 +493,23 @@ export class RedisRouter extends EventEmitter implements Router {
     }
     try {
       switch (message[0]) {
-        case FRAME_DELIVER: {
-          const handlers = this.handlers!;
+        case FRAME_DELIVER:
           decodeDeliveries(message, (m, groups, normal) => {
             this.stats.messagesIn++;
-            handlers.deliver(m, groups, normal);
+            this.callHandler('deliver', (h) => h.deliver(m, groups, normal));
           });
           break;
-        }
         case FRAME_ACK:
           this.ackFrame(message);
           break;
         case FRAME_TAKEOVER: {
           const { c, p, b } = controlValue<{ c: string; p: string; b: string }>(message);
-          this.handlers!.takeover(c, parseOwner(p), parseOwner(b));
+          this.callHandler('takeover', (h) => h.takeover(c, parseOwner(p), parseOwner(b)));
           break;
         }
       }
     } catch (err) {
-      this.log.error({ nodeId: this.nodeId, err: String(err) }, 'redis router: bad frame or handler failure');
+      this.log.error({ nodeId: this.nodeId, err: String(err) }, 'redis router: undecodable frame');
     }
   }
 
@@ -541,9 +536,9 @@ export class RedisRouter extends EventEmitter implements Router {
       case 'down':
         this.live.delete(msg.n);
         this.replica.dropNode(msg.n);
-        this.forgetAcksFrom(msg.n);
+        this.acks.forget(msg.n);
         // The reaper hears its own announcement after the routes are gone everywhere it matters first.
-        if (msg.by === this.nodeId) this.handlers?.nodeDown?.(msg.n);
+        if (msg.by === this.nodeId) this.callHandler('nodeDown', (h) => h.nodeDown?.(msg.n));
         break;
     }
     this.ack(msg);
@@ -558,7 +553,7 @@ export class RedisRouter extends EventEmitter implements Router {
 
   private ackFrame(frame: Buffer): void {
     const { s, n } = controlValue<{ s: number; n: string }>(frame);
-    this.ackFrom(s, n);
+    this.acks.ack(s, n);
   }
 
   /** Registers this node with its routes, loads the replica from a snapshot, then applies what was
@@ -648,7 +643,7 @@ export class RedisRouter extends EventEmitter implements Router {
       for (const node of this.live) if (!live.has(node) && recent(node)) live.add(node);
       this.live = live;
       for (const node of [...this.replica.nodes()]) if (!members.has(node) && !recent(node)) this.replica.dropNode(node);
-      for (const node of this.acksWaitingOn()) if (!live.has(node)) this.forgetAcksFrom(node);
+      this.acks.retain(live);
       for (const node of dead) {
         // nodeDown fires when the announcement comes back (applyRouteMessage), so this node's replica has
         // dropped the routes by then.
@@ -664,50 +659,6 @@ export class RedisRouter extends EventEmitter implements Router {
     }
   }
 
-  // ---- acknowledgements of route changes ----
-
-  private expectAcks(seq: number): Promise<void> {
-    const waiting = new Set(this.live);
-    if (waiting.size === 0) return Promise.resolve();
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        this.stats.routeAckTimeouts++;
-        this.finishAcks(seq);
-      }, this.ackTimeoutMs);
-      timer.unref();
-      this.acks.set(seq, { waiting, done: resolve, timer });
-    });
-  }
-
-  private ackFrom(seq: number, node: string): void {
-    const pending = this.acks.get(seq);
-    if (!pending) return;
-    pending.waiting.delete(node);
-    if (pending.waiting.size === 0) this.finishAcks(seq);
-  }
-
-  private finishAcks(seq: number): void {
-    const pending = this.acks.get(seq);
-    if (!pending) return;
-    this.acks.delete(seq);
-    clearTimeout(pending.timer);
-    pending.done();
-  }
-
-  private forgetAcksFrom(node: string): void {
-    for (const seq of [...this.acks.keys()]) this.ackFrom(seq, node);
-  }
-
-  private acksWaitingOn(): Set<string> {
-    const out = new Set<string>();
-    for (const p of this.acks.values()) for (const n of p.waiting) out.add(n);
-    return out;
-  }
-
-  private clearAcks(): void {
-    for (const seq of [...this.acks.keys()]) this.finishAcks(seq);
-  }
-
   private failPending(err: Error): void {
     const ops = this.pendingOpWaiters;
     const out = this.outboxWaiters;
@@ -717,6 +668,16 @@ export class RedisRouter extends EventEmitter implements Router {
     this.outboxWaiters = [];
     settle(ops, err);
     settle(out, err);
+  }
+
+  /** A throwing handler must not break the router's bookkeeping (or escape into ioredis' emitter). */
+  private callHandler(name: string, call: (handlers: NodeHandlers) => void): void {
+    if (!this.handlers) return;
+    try {
+      call(this.handlers);
+    } catch (err) {
+      this.log.error({ nodeId: this.nodeId, handler: name, err: String(err) }, 'redis router: node handler threw');
+    }
   }
 
   private stopTimer(): void {

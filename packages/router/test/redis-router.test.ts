@@ -305,6 +305,43 @@ describe('RedisRouter on Redis', () => {
     }
   });
 
+  it('addRoute waits for a node that stopped answering only up to routeAckTimeoutMs, and counts it', async () => {
+    const prefix = freshPrefix('acktimeout');
+    const a = await start(routerOptions('A', prefix, { routeAckTimeoutMs: 200, nodeTtlMs: 5000 }));
+    const b = await start(routerOptions('B', prefix, { nodeTtlMs: 5000 }));
+    await a.router.addRoute('ack/1');
+    expect(a.router.status.routeAckTimeouts).toBe(0);
+    b.router.kill(); // its heartbeat stays for 5 s: A still counts it alive
+    const t0 = Date.now();
+    await a.router.addRoute('ack/2');
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(150);
+    expect(a.router.status.routeAckTimeouts).toBe(1);
+  });
+
+  it('a throwing handler loses neither the rest of a batch nor the router', async () => {
+    const prefix = freshPrefix('throwing');
+    const a = await start(routerOptions('A', prefix));
+    const rec = new Recorder();
+    const router = new RedisRouter(routerOptions('B', prefix));
+    routers.push(router);
+    await router.start({
+      ...rec,
+      deliver: (m, groups, normal) => {
+        if (m.topic === 'boom') throw new Error('handler bug');
+        rec.deliver(m, groups, normal);
+      },
+      takeover: () => {},
+      routesChanged: () => {
+        throw new Error('handler bug');
+      },
+    });
+    await router.addRoute('#');
+    await a.router.addRoute('a/+'); // B's routesChanged throws while applying this
+    await Promise.all([a.router.publish(msg('boom')), a.router.publish(msg('after'))]);
+    await rec.until(() => (rec.delivered('after').length ? true : undefined), 'delivery after the throwing one');
+    expect(router.hasRemoteRoute('a/1')).toBe(true);
+  });
+
   it('start() rejects when Redis is unreachable', async () => {
     const router = new RedisRouter({ nodeId: 'A', url: 'redis://127.0.0.1:1', connectTimeoutMs: 300 });
     await expect(router.start(new Recorder())).rejects.toThrow(/not ready|ended/);
