@@ -25,12 +25,12 @@ async function clientOffWorkerOf(other: MqttClient, opts: IClientOptions = {}): 
 /**
  * Subscribes and returns the retained messages the subscription was sent. A retained fence topic is
  * subscribed right after: retained lookups are answered in request order, so the fence arriving means
- * everything the first subscription was going to be sent has been.
+ * everything the first subscription was going to be sent has been (at QoS 2, as QoS 2 messages surface on PUBREL).
  */
 async function retainedOnSubscribe(c: MqttClient, filter: string, fence: string, qos: 0 | 1 | 2 = 1) {
   const rec = record(c);
   await c.subscribeAsync(filter, { qos });
-  await c.subscribeAsync(fence, { qos: 0 });
+  await c.subscribeAsync(fence, { qos: 2 });
   return rec.until(onTopic(fence));
 }
 
@@ -49,7 +49,7 @@ describe('retained messages', () => {
     const t = uniqueId('ret');
     const fence = `${t}-fence`;
     const pub = await client();
-    await pub.publishAsync(fence, 'fence', { qos: 1, retain: true });
+    await pub.publishAsync(fence, 'fence', { qos: 2, retain: true });
 
     await pub.publishAsync(`${t}/a`, 'first', { qos: 1, retain: true });
     let got = await retainedOnSubscribe(await client(), `${t}/#`, fence);
@@ -99,7 +99,7 @@ describe('retained messages', () => {
     const t = uniqueId('retqos');
     const fence = `${t}-fence`;
     const pub = await client();
-    await pub.publishAsync(fence, 'fence', { qos: 1, retain: true });
+    await pub.publishAsync(fence, 'fence', { qos: 2, retain: true });
     await pub.publishAsync(`${t}/q1`, 'q1', { qos: 1, retain: true });
     await pub.publishAsync(`${t}/q2`, 'q2', { qos: 2, retain: true });
     for (const granted of [0, 1, 2] as const) {
@@ -114,7 +114,7 @@ describe('retained messages', () => {
     const t = uniqueId('xworker');
     const fence = `${t}-fence`;
     const pub = await client();
-    await pub.publishAsync(fence, 'fence', { qos: 1, retain: true });
+    await pub.publishAsync(fence, 'fence', { qos: 2, retain: true });
     await pub.publishAsync(`${t}/x`, 'across', { qos: 1, retain: true });
     const { client: sub, worker } = await clientOffWorkerOf(pub);
     expect(worker).not.toBe(await workerOfClient(broker, pub));
@@ -158,7 +158,7 @@ describe('retained messages', () => {
     const t = uniqueId('retexp');
     const fence = `${t}-fence`;
     const pub = await client({ protocolVersion: 5 });
-    await pub.publishAsync(fence, 'fence', { qos: 1, retain: true });
+    await pub.publishAsync(fence, 'fence', { qos: 2, retain: true });
     await pub.publishAsync(`${t}/short`, 'short', { qos: 1, retain: true, properties: { messageExpiryInterval: 1 } });
     await pub.publishAsync(`${t}/long`, 'long', { qos: 1, retain: true, properties: { messageExpiryInterval: 100 } });
     const published = Date.now();
