@@ -61,7 +61,7 @@ export interface RedisRouterStatus {
   messagesIn: number;
   /** Messages handed to Redis for other nodes (one per target node). */
   messagesOut: number;
-  /** PUBLISH commands that carried messagesOut (one per target node per event-loop turn). */
+  /** PUBLISH commands that carried messagesOut (one per target node per event-loop turn, split at 1 MiB). */
   batchesOut: number;
   /** Route changes that resolved without every live node's acknowledgement. */
   routeAckTimeouts: number;
@@ -82,6 +82,9 @@ interface Waiter {
   resolve(): void;
   reject(err: unknown): void;
 }
+
+/** Deliveries to one node in one turn are split into frames of about this size. */
+const MAX_FRAME_BYTES = 1 << 20;
 
 const silent: RouterLogger = { info() {}, warn() {}, error() {} };
 
@@ -316,10 +319,22 @@ export class RedisRouter extends EventEmitter implements Router {
     this.outbox = new Map();
     this.outboxWaiters = [];
     let count = 0;
+    let frames = 0;
     this.command(async () => {
       const pipeline = this.cmd!.pipeline();
       for (const [node, box] of outbox) {
-        pipeline.publish(this.keys.nodeChannel(node), deliveryFrame(box.parts, box.count));
+        const channel = this.keys.nodeChannel(node);
+        // Frames stay small enough that one does not blow a subscriber's output buffer limit in Redis.
+        let start = 0;
+        let bytes = 0;
+        for (let i = 0; i < box.parts.length; i += 2) {
+          bytes += box.parts[i]!.length + box.parts[i + 1]!.length;
+          if (bytes < MAX_FRAME_BYTES && i + 2 < box.parts.length) continue;
+          pipeline.publish(channel, deliveryFrame(box.parts.slice(start, i + 2), (i + 2 - start) / 2));
+          frames++;
+          start = i + 2;
+          bytes = 0;
+        }
         count += box.count;
       }
       const results = (await pipeline.exec()) ?? [];
@@ -327,7 +342,7 @@ export class RedisRouter extends EventEmitter implements Router {
     }).then(
       () => {
         this.stats.messagesOut += count;
-        this.stats.batchesOut += outbox.size;
+        this.stats.batchesOut += frames;
         settle(waiters);
       },
       (err: unknown) => settle(waiters, err),

@@ -97,6 +97,13 @@ describe('RedisRouter on Redis', () => {
     // Order within a node's stream is kept.
     expect(b.rec.deliveries.map((d) => d.message.topic)).toEqual(Array.from({ length: 100 }, (_, i) => `batch/${i}`));
     expect(b.router.status.messagesIn).toBe(100);
+    // A large turn is split into frames of about 1 MiB, in order.
+    const big = new Uint8Array(300_000).fill(1);
+    const frames = a.router.status.batchesOut;
+    await Promise.all(Array.from({ length: 10 }, (_, i) => a.router.publish({ ...msg(`batch/big${i}`), payload: big })));
+    expect(a.router.status.batchesOut - frames).toBe(2 * 3);
+    await b.rec.until(() => (b.rec.deliveries.length === 110 ? true : undefined), '10 big deliveries on B');
+    expect(b.rec.deliveries.slice(100).map((d) => [d.message.topic, d.message.payload.length])).toEqual(Array.from({ length: 10 }, (_, i) => [`batch/big${i}`, 300_000]));
   });
 
   it('detects a dead node within its TTL: exactly one survivor reaps it (nodeDown), its routes and owners go', async () => {
