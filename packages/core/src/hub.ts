@@ -205,7 +205,14 @@ export class Hub {
     }
     const offline = await this.router.offlineSessions();
     const target = this.pool.anyWorker();
-    if (offline.length > 0 && target !== null) await this.pool.command(target, { op: 'adopt', sessions: offline }).catch(() => undefined);
+    if (offline.length > 0 && target !== null) {
+      const adopted = await this.pool.command(target, { op: 'adopt', sessions: offline }).then(() => true, () => false);
+      // The adopting worker owns them now (connection 0: none). A reconnecting client's claim then
+      // detaches the session from there, with what was queued for it meanwhile, rather than resuming
+      // the router's older copy.
+      if (adopted) for (const s of offline) await this.router.claimSession(s.clientId, this.owner(target, 0), false).catch(() => undefined);
+    }
+    this.log.info({ worker: workerId, connections: connIds.length, sessions: offline.length, to: target }, 'recovered from worker crash');
   }
 
   private async publishWillsOfNode(nodeId: string): Promise<void> {

@@ -60,6 +60,10 @@ export function handleSubscribe(conn: Connection, packet: mqtt.ISubscribePacket)
     codes.push(qos);
   }
 
+  // A persistent session's subscriptions are kept in the router as they change, not only when the
+  // connection ends: if this worker crashes, the hub re-homes the session from that copy.
+  if (granted.length > 0 && session.expiryInterval > 0) ctx.hub.tell({ op: 'save-session', session: session.toStored() });
+
   const finish = () => {
     if (conn.state !== 'connected') return;
     conn.send(v5 ? { cmd: 'suback', messageId: packet.messageId, granted: codes, reasonCode: 0 } as mqtt.ISubackPacket : { cmd: 'suback', messageId: packet.messageId, granted: codes });

@@ -18,6 +18,8 @@ export function handleUnsubscribe(conn: Connection, packet: mqtt.IUnsubscribePac
     if (p) waits.push(p);
     codes.push(0);
   }
+  // Kept in the router as it changes (a worker crash re-homes the session from that copy).
+  if (codes.includes(0) && session.expiryInterval > 0) ctx.hub.tell({ op: 'save-session', session: session.toStored() });
   // [MQTT-3.10.4-4] UNSUBACK even when nothing was removed.
   const ack = (): void =>
     conn.send(conn.version === 5 ? ({ cmd: 'unsuback', messageId: packet.messageId, reasonCode: 0, granted: codes } as unknown as mqtt.IUnsubackPacket) : ({ cmd: 'unsuback', messageId: packet.messageId } as mqtt.IUnsubackPacket));
