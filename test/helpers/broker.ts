@@ -81,7 +81,8 @@ export class BrokerProcess {
   }
 }
 
-export async function startBroker(opts: BrokerOptions = {}): Promise<BrokerProcess> {
+/** Spawns the broker without waiting for it: for tests that watch start-up itself (e.g. /readyz). */
+export function launchBroker(opts: BrokerOptions = {}): BrokerProcess {
   const args = [
     ENTRY,
     '--port', '0',
@@ -97,7 +98,11 @@ export async function startBroker(opts: BrokerOptions = {}): Promise<BrokerProce
     env: { ...process.env, ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  const broker = new BrokerProcess(child);
+  return new BrokerProcess(child);
+}
+
+export async function startBroker(opts: BrokerOptions = {}): Promise<BrokerProcess> {
+  const broker = launchBroker(opts);
   const started = broker.waitForLog((l) => l.msg === 'starling listening', 20_000);
   const failed = broker.exited.then((code) => {
     throw new Error(`broker exited with ${code} before listening:\n${broker.stderr.join('\n')}`);
