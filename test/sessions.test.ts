@@ -228,6 +228,34 @@ describe('sessions (2 workers)', () => {
     pub.destroy();
   });
 
+  it("v5: on resume, unacknowledged messages are resent within the new connection's Receive Maximum, keeping their ids [MQTT-3.3.4-7] [MQTT-4.4.0-1]", async () => {
+    const clientId = uniqueId('resend-rm');
+    const topic = `sess/resend-rm/${clientId}`;
+    const first = await open(broker.port, 5, { clientId, clean: true, properties: { sessionExpiryInterval: 300, receiveMaximum: 5 } });
+    await subscribe(first.c, [{ topic, qos: 1 }]);
+    const { c: pub } = await open(broker.port, 4, { clientId: uniqueId('pub') });
+    for (let i = 0; i < 5; i++) pub.send(publish(topic, `m${i}`, 1, i + 1));
+    const sent: IPublishPacket[] = [];
+    for (let i = 0; i < 5; i++) sent.push(await first.c.next<IPublishPacket>('publish'));
+    first.c.destroy();
+
+    const back = await open(broker.port, 5, { clientId, clean: false, properties: { sessionExpiryInterval: 300, receiveMaximum: 2 } });
+    expect(back.ack.sessionPresent).toBe(true);
+    const seen: IPublishPacket[] = [];
+    for (let round = 0; round < 6 && seen.length < 5; round++) {
+      await ping(back.c);
+      const now = takePublishes(back.c);
+      // Never more unacknowledged than the new Receive Maximum, whatever was in flight before.
+      expect(now.length, `round ${round}`).toBe(round === 0 ? 2 : 1);
+      seen.push(...now);
+      // Ack one: in round 0 the second stays unacknowledged, so the window stays full throughout.
+      back.c.send({ cmd: 'puback', messageId: now[0]!.messageId });
+    }
+    expect(seen.map((p) => [p.payload.toString(), p.dup, p.messageId])).toEqual(sent.map((p) => [p.payload.toString(), true, p.messageId]));
+    await disconnect(back.c, { sessionExpiryInterval: 0 });
+    pub.destroy();
+  });
+
   it('v5: a session within its Session Expiry Interval is resumed (Session Present 1)', async () => {
     const clientId = uniqueId('within');
     const first = await open(broker.port, 5, sessionFields(5, clientId, true, 300));
@@ -399,6 +427,37 @@ describe('takeover by a second connection with the same client id (2 workers)', 
     const got = [await next.c.next<IPublishPacket>('publish'), await next.c.next<IPublishPacket>('publish')];
     expect(got.map((p) => p.payload.toString())).toEqual(['q0', 'q1']);
     await disconnect(next.c, { sessionExpiryInterval: 0 });
+    for (const c of idle) c.destroy();
+  });
+
+  it('inbound QoS 2 state moves with the session: a PUBLISH resent (DUP) after reconnecting on another worker is not delivered twice, PUBREL completes it [MQTT-4.3.3-10] [MQTT-4.4.0-1]', async () => {
+    await settled();
+    const clientId = uniqueId('qos2-move');
+    const topic = `sess/qos2-move/${clientId}`;
+    const { c: sub } = await open(broker.port, 4, { clientId: uniqueId('sub') });
+    await subscribe(sub, [{ topic, qos: 0 }]);
+    const first = await open(broker.port, 4, { clientId, clean: false });
+    const firstWorker = await connectedWorker(broker, clientId, seen);
+    first.c.send(publish(topic, 'once', 2, 9));
+    await first.c.next('pubrec', 5000, (p) => p.messageId === 9);
+    expect((await sub.next<IPublishPacket>('publish')).payload.toString()).toBe('once');
+    await disconnect(first.c); // the PUBREL was never sent
+
+    const idle = await steerNext(broker, (w) => w !== firstWorker);
+    const back = await open(broker.port, 4, { clientId, clean: false });
+    expect(await connectedWorker(broker, clientId, seen)).not.toBe(firstWorker);
+    expect(back.ack.sessionPresent).toBe(true);
+    back.c.send({ ...publish(topic, 'once', 2, 9), dup: true });
+    await back.c.next('pubrec', 5000, (p) => p.messageId === 9);
+    back.c.send({ cmd: 'pubrel', messageId: 9 });
+    await back.c.next('pubcomp', 5000, (p) => p.messageId === 9);
+    back.c.send(publish(topic, 'marker', 0));
+    await sub.next('publish', 5000, (p) => (p as IPublishPacket).payload.toString() === 'marker');
+    expect(takePublishes(sub)).toHaveLength(0);
+    back.c.destroy();
+    sub.destroy();
+    const clean = await open(broker.port, 4, { clientId, clean: true });
+    await disconnect(clean.c);
     for (const c of idle) c.destroy();
   });
 

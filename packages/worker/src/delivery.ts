@@ -163,6 +163,9 @@ export function drainQueue(ctx: WorkerContext, s: Session): void {
   const conn = s.conn;
   if (!conn || !conn.ready) return;
   const now = Date.now();
+  // In-flight messages still to be resent after a resume come first, in their order [MQTT-4.6.0-1];
+  // while any wait, the window counts as full, so the queue below stays put.
+  if (s.hasUnsent && !resendUnsent(s, conn, now)) return;
   while (s.queue.length > 0 && s.inflight.size < conn.outboundWindow) {
     const q = s.queue.shift()!;
     if (q.message.expiresAt !== undefined && q.message.expiresAt <= now) {
@@ -171,6 +174,27 @@ export function drainQueue(ctx: WorkerContext, s: Session): void {
     }
     transmit(ctx, s, q.message, q.qos, q.retain, q.subscriptionIds, now);
   }
+}
+
+/** Resends in-flight messages held back on resume as the window allows; true once none wait. */
+function resendUnsent(s: Session, conn: NonNullable<Session['conn']>, now: number): boolean {
+  let waiting = 0;
+  for (const f of s.inflight.values()) if (f.unsent) waiting++;
+  let room = conn.outboundWindow - (s.inflight.size - waiting);
+  for (const [packetId, f] of s.inflight) {
+    if (!f.unsent) continue;
+    if (f.state === 'pubrel') {
+      f.unsent = false; // the client acknowledged it (PUBREC) meanwhile: no PUBLISH again
+      continue;
+    }
+    if (room <= 0) return false;
+    room--;
+    f.unsent = false;
+    conn.write(encodePublish(f.message, { version: conn.version, qos: f.qos, retain: f.retain, dup: true, packetId, subscriptionIds: f.subscriptionIds, now }));
+    conn.ctx.metrics.stats.sent[f.qos]++;
+  }
+  s.hasUnsent = false;
+  return true;
 }
 
 // --- Routing a message published on this worker ---------------------------------------------------

@@ -93,11 +93,22 @@ export function detachSession(ctx: WorkerContext, clientId: string, keepSession:
 export function resendInflight(ctx: WorkerContext, session: Session): void {
   const conn = session.conn!;
   const now = Date.now();
+  // The new connection's Receive Maximum may be smaller than what is in flight: resend only what fits,
+  // the rest keep their ids and go out as acks make room (drainQueue) [MQTT-3.3.4-7]. PUBRELs always go:
+  // their messages count against the window either way, and completing them frees it.
+  let room = conn.outboundWindow;
+  for (const f of session.inflight.values()) if (f.state === 'pubrel') room--;
   for (const [packetId, f] of session.inflight) {
     if (f.state === 'pubrel') {
       conn.send({ cmd: 'pubrel', messageId: packetId });
       continue;
     }
+    if (room <= 0) {
+      f.unsent = true;
+      session.hasUnsent = true;
+      continue;
+    }
+    room--;
     conn.write(encodePublish(f.message, { version: conn.version, qos: f.qos, retain: f.retain, dup: true, packetId, subscriptionIds: f.subscriptionIds, now }));
     ctx.metrics.stats.sent[f.qos]++;
   }

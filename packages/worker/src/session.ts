@@ -19,6 +19,8 @@ export interface InflightOut {
   state: 'publish' | 'pubrel';
   retain: boolean;
   subscriptionIds: number[] | null;
+  /** Not yet resent on this connection: its id stays reserved until the Receive Maximum makes room. */
+  unsent?: boolean;
 }
 
 export interface QueuedOut {
@@ -44,6 +46,8 @@ export class Session {
   readonly inflight = new Map<number, InflightOut>();
   readonly queue: QueuedOut[] = [];
   readonly inboundQos2 = new Set<number>();
+  /** Some in-flight entries wait to be resent (resumed with a smaller Receive Maximum than they fill). */
+  hasUnsent = false;
   private nextId = 1;
 
   // Fan-out accumulators: one copy per client however many of its subscriptions match [MQTT-3.3.4-2].
