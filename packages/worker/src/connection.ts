@@ -200,7 +200,11 @@ export class Connection {
         this.outboundAliases.set(m.topic, topicAlias);
       }
     }
-    return encodePublish(m, { version: this.version, qos, retain, dup, packetId, subscriptionIds: subIds, topicAlias, aliasOnly, now });
+    const buf = encodePublish(m, { version: this.version, qos, retain, dup, packetId, subscriptionIds: subIds, topicAlias, aliasOnly, now });
+    // A packet above the client's Maximum Packet Size is dropped by the caller [MQTT-3.1.2-25]: an alias
+    // it would have set never reaches the client, so the next message on the topic must not rely on it.
+    if (buf.length > this.clientMaxPacketSize && topicAlias !== undefined && !aliasOnly) this.outboundAliases.delete(m.topic);
+    return buf;
   }
 
   /**
