@@ -129,6 +129,12 @@ export class Mesh {
     for (const [peer, batch] of this.batches) if (batch.length > 0) this.flushPeer(peer, batch);
   };
 
+  /** Sends what is batched for peer now, so a message sent to it another way next stays behind it. */
+  flushNow(peer: number): void {
+    const batch = this.batches.get(peer);
+    if (batch && batch.length > 0) this.flushPeer(peer, batch);
+  }
+
   private flushPeer(peer: number, batch: Envelope[]): void {
     this.ports.get(peer)?.postMessage({ t: 'pub', batch });
     this.unacked.set(peer, (this.unacked.get(peer) ?? 0) + 1);

@@ -290,5 +290,7 @@ export function routeMessage(ctx: WorkerContext, m: Message): RouteOutcome {
 
 /** QoS 1/2 to other nodes: wait for the hub to confirm, so the PUBACK never claims a route that failed. */
 function forwardToHub(ctx: WorkerContext, m: Message, normal: boolean, groups: string[] | null): Promise<void> {
+  // QoS 0 messages batched for the hub go first: one publisher's messages leave the node in order.
+  ctx.mesh.flushNow(HUB);
   return ctx.hub.request<void>({ op: 'forward', envelope: { m, normal, groups } });
 }
