@@ -7,7 +7,7 @@ import type mqttPacket from 'mqtt-packet';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startBroker, type BrokerProcess } from './helpers/broker.ts';
 import { connectClient, RawClient, uniqueId } from './helpers/clients.ts';
-import { closedLine, disconnects, endAll, LEVEL, spawnWillClient, subscriber } from './helpers/lifecycle.ts';
+import { closedLine, disconnects, endAll, LEVEL, nextEvent, spawnWillClient, subscriber } from './helpers/lifecycle.ts';
 
 const MAX_KEEPALIVE = 2;
 const TCP_KEEPALIVE_MS = 20_000;
@@ -73,7 +73,7 @@ describe(`keepalive (keepalive.maxSeconds ${MAX_KEEPALIVE})`, () => {
     expect(pinging.connected).toBe(true);
     const echo = `ka/echo/${uniqueId()}`;
     await pinging.subscribeAsync(echo, { qos: 1 });
-    const got = once(pinging, 'message');
+    const got = nextEvent(pinging, 'message');
     await pinging.publishAsync(echo, 'still here', { qos: 1 });
     expect(String((await got)[1])).toBe('still here');
     await endAll([pinging]);

@@ -1,13 +1,12 @@
 // Issue 3, connection lifecycle: a worker thread crashes (debug.crashOnTopic: an uncaught exception
 // outside any handler). Its connections end (worker_crash, counted by the main thread), their wills are
 // published, the replacement worker and the other one keep serving, starling_worker_restarts_total is 1.
-import { once } from 'node:events';
 import mqtt, { type MqttClient } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startBroker, type BrokerProcess } from './helpers/broker.ts';
 import { collect, connectClient, uniqueId } from './helpers/clients.ts';
 import { metricValue } from './helpers/metrics.ts';
-import { clientClosed, endAll, fullScrape, LEVEL, subscriber, workerOf } from './helpers/lifecycle.ts';
+import { clientClosed, endAll, fullScrape, LEVEL, nextEvent, subscriber, workerOf } from './helpers/lifecycle.ts';
 
 const CRASH_TOPIC = 'debug/crash-now';
 
@@ -115,7 +114,7 @@ describe('worker crash (debug.crashOnTopic)', () => {
     // Collecting from the start: the queued message follows CONNACK at once.
     const resumed = mqtt.connect(`mqtt://127.0.0.1:${broker.port}`, { ...opts, reconnectPeriod: 0 });
     const got = collect(resumed);
-    const [connack] = (await once(resumed, 'connect')) as [{ sessionPresent: boolean }];
+    const [connack] = await nextEvent<[{ sessionPresent: boolean }]>(resumed, 'connect');
     expect(connack.sessionPresent).toBe(true);
     const [msg] = await got.next(1, 10_000);
     expect(msg!.payload.toString()).toBe('while-offline');

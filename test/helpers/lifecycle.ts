@@ -1,7 +1,6 @@
 // Shared by the connection-lifecycle tests (test/lifecycle-*.test.ts): disconnect counters, the one
 // 'connection closed' log line per connection, and clients that hold a will.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
 import path from 'node:path';
 import type { MqttClient } from 'mqtt';
 import type { DisconnectReason } from '@starling/core/disconnect-reasons.ts';
@@ -65,10 +64,15 @@ export async function subscriber(port: number, filter: string, opts: { protocolV
   return { client, got };
 }
 
+/** The next emission of an event of an mqtt package client (its typings are not an EventEmitter's). */
+export function nextEvent<T extends unknown[] = unknown[]>(client: MqttClient, event: string): Promise<T> {
+  return new Promise((resolve) => (client as unknown as { once(e: string, fn: (...args: unknown[]) => void): void }).once(event, (...args) => resolve(args as T)));
+}
+
 /** Resolves when the client's connection is gone (mqtt package). */
 export function clientClosed(client: MqttClient): Promise<void> {
   if (client.disconnected || !client.connected) return Promise.resolve();
-  return once(client, 'close').then(() => undefined);
+  return nextEvent(client, 'close').then(() => undefined);
 }
 
 /** Ends every client without waiting on a broker that may already have closed them. */
