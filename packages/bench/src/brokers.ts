@@ -62,7 +62,11 @@ function mosquittoConfig(port: number, dir: string): string {
 export const BUILTIN_BROKERS: Record<string, BrokerDef> = {
   mosquitto: { name: 'mosquitto', template: 'mosquitto -c {config}', config: mosquittoConfig },
   aedes: { name: 'aedes', template: 'node {bench}/src/servers/aedes-server.ts --port {port}' },
-  starling: { name: 'starling', template: 'node packages/core/src/bin/starling.ts --port {port} --metrics.port {port2}' },
+  // --logLevel warn: like the mosquitto config above (errors and warnings only), so no broker
+  // pays for per-connection info logging in a benchmark.
+  starling: { name: 'starling', template: 'node packages/core/src/bin/starling.ts --port {port} --metrics.port {port2} --logLevel warn' },
+  // Two Aedes nodes sharing redis (mqemitter-redis): a reference point for the `cluster` scenario.
+  'aedes-cluster': { name: 'aedes-cluster', template: 'node {bench}/src/servers/aedes-cluster.ts --port {port} --port-b {port2}' },
 };
 
 /** "name=template" overrides or adds a broker; a bare name picks a built-in one. */
@@ -96,6 +100,8 @@ export interface RunningBroker {
   name: string;
   pid: number;
   endpoint: Endpoint;
+  /** The second node ({port2}) when started with nodes = 2. */
+  endpointB: Endpoint;
   metricsPort: number;
   command: string;
   stop(): Promise<void>;
@@ -121,7 +127,12 @@ process.on('exit', () => {
   for (const c of live) killGroup(c, 'SIGKILL');
 });
 
-export async function startBroker(def: BrokerDef, readyTimeoutMs = 30_000): Promise<RunningBroker> {
+/**
+ * Starts `def` and waits until it completes an MQTT handshake. With nodes = 2 (the cluster
+ * scenario) {port2} is a second MQTT node and must answer too.
+ */
+export async function startBroker(def: BrokerDef, opts: { nodes?: 1 | 2; readyTimeoutMs?: number } = {}): Promise<RunningBroker> {
+  const readyTimeoutMs = opts.readyTimeoutMs ?? 30_000;
   const port = await freePort();
   const port2 = await freePort();
   const dir = mkdtempSync(path.join(os.tmpdir(), `bench-${def.name}-`));
@@ -162,25 +173,32 @@ export async function startBroker(def: BrokerDef, readyTimeoutMs = 30_000): Prom
   };
 
   const endpoint = { host: '127.0.0.1', port };
+  const endpointB = { host: '127.0.0.1', port: port2 };
   const deadline = Date.now() + readyTimeoutMs;
-  for (;;) {
-    if (spawnError || child.exitCode !== null || child.signalCode !== null) {
-      await stop();
-      throw new Error(`${def.name} exited before accepting connections (${command}): ${spawnError ?? ''}\n${log}`);
-    }
-    try {
-      const { socket } = await openClient({ endpoint, clientId: 'bench-ready', protocol: 4, keepalive: 10, timeoutMs: 1000 });
-      socket.destroy();
-      break;
-    } catch {
-      if (Date.now() > deadline) {
+  for (const ep of opts.nodes === 2 ? [endpoint, endpointB] : [endpoint]) {
+    await waitReady(ep);
+  }
+  return { name: def.name, pid: child.pid!, endpoint, endpointB, metricsPort: port2, command, stop };
+
+  async function waitReady(ep: Endpoint): Promise<void> {
+    for (;;) {
+      if (spawnError || child.exitCode !== null || child.signalCode !== null) {
         await stop();
-        throw new Error(`${def.name} did not accept MQTT connections within ${readyTimeoutMs} ms (${command})\n${log}`);
+        throw new Error(`${def.name} exited before accepting connections (${command}): ${spawnError ?? ''}\n${log}`);
       }
-      await new Promise((r) => setTimeout(r, 100));
+      try {
+        const { socket } = await openClient({ endpoint: ep, clientId: 'bench-ready', protocol: 4, keepalive: 10, timeoutMs: 1000 });
+        socket.destroy();
+        break;
+      } catch {
+        if (Date.now() > deadline) {
+          await stop();
+          throw new Error(`${def.name} did not accept MQTT connections on port ${ep.port} within ${readyTimeoutMs} ms (${command})\n${log}`);
+        }
+        await new Promise((r) => setTimeout(r, 100));
+      }
     }
   }
-  return { name: def.name, pid: child.pid!, endpoint, metricsPort: port2, command, stop };
 }
 
 /** Kills every broker still running (signal handlers call this before exiting). */

@@ -64,10 +64,14 @@ async function single(cli: Cli, spec: string, extra: string[]): Promise<number> 
   const brokerName = cli.flags.broker;
   const broker =
     typeof brokerName === 'string'
-      ? await startBroker(resolveBrokers([brokerName], cli.repeated['broker-cmd'] ?? [])[0]!)
+      ? await startBroker(resolveBrokers([brokerName], cli.repeated['broker-cmd'] ?? [])[0]!, { nodes: scenario === 'cluster' ? 2 : 1 })
       : null;
   try {
     const url: Record<string, string> = broker ? { url: `mqtt://127.0.0.1:${broker.endpoint.port}` } : {};
+    if (broker && scenario === 'cluster') {
+      url['url-a'] = url.url!;
+      url['url-b'] = `mqtt://127.0.0.1:${broker.endpointB.port}`;
+    }
     const o = buildRunOptions(scenario, cli.flags, flags, url);
     const pid = broker?.pid ?? (cli.flags.pid ? Number(cli.flags.pid) : undefined);
     const label = broker ? `${broker.name} ${scenario}` : scenario;

@@ -8,6 +8,10 @@ export interface CompareRun {
   round: number;
   result?: ScenarioResult;
   error?: string;
+  /** How many times the run was tried (retried when other processes loaded the machine). */
+  attempts?: number;
+  /** Other processes still used notable CPU in the kept attempt. */
+  noisy?: boolean;
 }
 
 export interface SummaryRow {
@@ -20,6 +24,8 @@ export interface SummaryRow {
   primary: { name: string; unit: string; higherIsBetter: boolean; median: number; min: number; max: number } | null;
   /** Medians over rounds of the numbers worth tabulating. */
   medians: Record<string, number>;
+  /** Most frequent limitedBy verdict over the rounds. */
+  limitedBy: string;
 }
 
 export interface Ratio {
@@ -51,6 +57,7 @@ export function flatten(r: ScenarioResult): Record<string, number> {
   }
   out.generatorCores = r.generator.cores;
   out.machineBusy = r.machineBusy;
+  out.otherCores = r.otherCores;
   if (r.broker) {
     out.brokerCores = r.broker.cores;
     out.brokerRssPeakMiB = r.broker.rssPeakKb / 1024;
@@ -91,6 +98,7 @@ export function summarize(runs: CompareRun[], specs: string[], brokers: string[]
             }
           : null,
         medians,
+        limitedBy: mode(ok.map((r) => r.limitedBy)),
       };
       rows.push(row);
       bySpec.push(row);
@@ -104,4 +112,10 @@ export function summarize(runs: CompareRun[], specs: string[], brokers: string[]
     }
   }
   return { rows, ratios };
+}
+
+function mode(values: string[]): string {
+  const counts = new Map<string, number>();
+  for (const v of values) counts.set(v, (counts.get(v) ?? 0) + 1);
+  return [...counts.entries()].sort((a, b) => b[1] - a[1])[0]?.[0] ?? '';
 }

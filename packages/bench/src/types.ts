@@ -115,6 +115,11 @@ export interface ScenarioResult {
   /** Whole-machine CPU busy share over the window, 0..1 of all cores. */
   machineBusy: number;
   machineCores: number;
+  /**
+   * Cores busy during the window that were neither the generator nor the broker: other work on
+   * a shared machine. Large values mean the numbers are not trustworthy.
+   */
+  otherCores: number;
   /** Machine busy share (0..1) measured just before the run, with no load from us. */
   backgroundBusy?: number;
   /** Best guess at what capped the number: see limitedBy() in scenarios/bottleneck.ts. */

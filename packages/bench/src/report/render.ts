@@ -112,8 +112,15 @@ function tableFor(doc: CompareFile, spec: string): string {
   let head: string[];
   let cells: (r: SummaryRow) => string[];
   const m = (r: SummaryRow, k: string): number | undefined => r.medians[k];
-  const tail = (r: SummaryRow): string[] => [pct(m(r, 'brokerCores')), mib(m(r, 'brokerRssPeakMiB')), pct(m(r, 'generatorCores')), pct(m(r, 'machineBusy')), `${r.n}/${r.n + r.errors}`];
-  const tailHead = ['broker CPU', 'broker RSS peak', 'generator CPU', 'machine busy', 'runs ok'];
+  const tail = (r: SummaryRow): string[] => [
+    pct(m(r, 'brokerCores')),
+    mib(m(r, 'brokerRssPeakMiB')),
+    pct(m(r, 'generatorCores')),
+    pct(m(r, 'otherCores')),
+    r.limitedBy || '–',
+    `${r.n}/${r.n + r.errors}`,
+  ];
+  const tailHead = ['broker CPU', 'broker RSS peak', 'generator CPU', 'other processes CPU', 'limited by', 'runs ok'];
   if (scenario === 'latency') {
     head = ['broker', 'p50', 'p90', 'p99', 'p99.9', 'max', 'delivered msg/s'];
     cells = (r) => [r.broker, us(m(r, 'p50Us')), us(m(r, 'p90Us')), us(m(r, 'p99Us')), us(m(r, 'p999Us')), us(m(r, 'maxUs')), n0(m(r, 'deliveredPerSec'))];
@@ -169,16 +176,21 @@ export function markdown(doc: CompareFile, charts: string[]): string {
   out.push(`Command: \`bench ${doc.argv.join(' ')}\``, '');
   out.push(`Brokers (each started fresh for every run, order rotated every round, ${doc.rounds} rounds):`, '');
   for (const b of doc.brokers) out.push(`- **${b.name}**: \`${b.template}\``);
+  out.push('', 'CPU figures are shares of one core (100% = one core busy for the whole window); "other processes" is machine CPU used by neither the generator nor the broker. "limited by" is a heuristic: a generator thread at >= 90%, the machine at >= 90%, or the broker at >= 90% of a core.');
   out.push('', '## Medians and ratios', '', ratioTable(doc), '');
   for (const spec of doc.specs) out.push(`### ${describeSpec(doc, spec)}`, '', `Spec \`${spec}\`.`, '', tableFor(doc, spec), '');
   if (charts.length) {
     out.push('## Charts', '');
     for (const c of charts) out.push(`![${c.replace('.svg', '')}](${c})`, '');
   }
-  const failed = doc.runs.filter((r) => r.error || (r.result?.errors.length ?? 0) > 0);
+  const failed = doc.runs.filter((r) => r.error || r.noisy || (r.result?.errors.length ?? 0) > 0);
   if (failed.length) {
     out.push('## Errors and warnings', '');
-    for (const r of failed) out.push(`- ${r.broker} ${r.spec} r${r.round + 1}: ${r.error ? r.error.split('\n')[0] : r.result!.errors.join('; ')}`);
+    for (const r of failed) {
+      const what = r.error ? r.error.split('\n')[0] : r.result!.errors.join('; ');
+      const noisy = r.noisy ? `other processes used ${fmtNum(r.result!.otherCores * 100)}% of a core (kept after ${r.attempts} attempts)` : '';
+      out.push(`- ${r.broker} ${r.spec} r${r.round + 1}: ${[what, noisy].filter(Boolean).join('; ')}`);
+    }
     out.push('');
   }
   return out.join('\n');

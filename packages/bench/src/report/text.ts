@@ -44,7 +44,8 @@ export function formatResult(r: ScenarioResult): string {
     `  generator CPU ${fmtNum(r.generator.cores * 100)}% of a core (${r.generator.workers} worker threads, busiest ${fmtNum(Math.max(0, ...r.generator.threads) * 100)}%)` +
       (r.broker ? `, broker CPU ${fmtNum(r.broker.cores * 100)}%, broker RSS ${fmtNum(r.broker.rssEndKb / 1024, 1)} MiB` : '') +
       `, machine ${fmtNum(r.machineBusy * 100)}% busy of ${r.machineCores} cores` +
-      (r.backgroundBusy !== undefined ? ` (${fmtNum(r.backgroundBusy * 100)}% before the run)` : ''),
+      (r.backgroundBusy !== undefined ? ` (${fmtNum(r.backgroundBusy * 100)}% before the run)` : '') +
+      `, other processes ${fmtNum(r.otherCores * 100)}% of a core`,
   );
   lines.push(`  limited by: ${r.limitedBy}`
   );

@@ -119,6 +119,7 @@ export async function runConnections(o: RunOptions, ctx: RunContext): Promise<Sc
       broker: idle && idleSample.broker ? { ...idleSample.broker, rssStartKb: rssBeforeKb } : storm.broker,
       machineBusy: storm.machineBusy,
       machineCores: storm.machineCores,
+      otherCores: idle ? idleSample.otherCores : storm.otherCores,
       limitedBy: idle ? 'n/a' : limitedBy({ threads, machineBusy: storm.machineBusy, broker: storm.broker, paced: o.connectRate > 0 }),
       errors: [...new Set(errors)],
     };

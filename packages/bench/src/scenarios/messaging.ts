@@ -145,6 +145,7 @@ export async function runMessaging(o: RunOptions, ctx: RunContext): Promise<Scen
       broker: sample!.broker,
       machineBusy: sample!.machineBusy,
       machineCores: sample!.machineCores,
+      otherCores: sample!.otherCores,
       limitedBy: limitedBy({ threads, machineBusy: sample!.machineBusy, broker: sample!.broker, paced: o.rate > 0 }),
       errors,
     };

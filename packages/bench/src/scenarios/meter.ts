@@ -9,6 +9,8 @@ export interface WindowSample {
   generator: { cpuSeconds: number; cores: number };
   machineBusy: number;
   machineCores: number;
+  /** Busy cores not accounted for by this process or the broker tree. */
+  otherCores: number;
   broker?: ProcSample;
 }
 
@@ -39,12 +41,17 @@ export class WindowMeter {
     const cpu = selfCpuSeconds() - this.self0;
     const m1 = machineCpu();
     const dTotal = m1.total - this.m0.total;
+    const broker = this.broker?.end();
+    const busy = dTotal > 0 ? (m1.busy - this.m0.busy) / dTotal : 0;
+    const cores = machineCores();
+    const gen = windowSec > 0 ? cpu / windowSec : 0;
     return {
       windowSec,
-      generator: { cpuSeconds: cpu, cores: windowSec > 0 ? cpu / windowSec : 0 },
-      machineBusy: dTotal > 0 ? (m1.busy - this.m0.busy) / dTotal : 0,
-      machineCores: machineCores(),
-      broker: this.broker?.end(),
+      generator: { cpuSeconds: cpu, cores: gen },
+      machineBusy: busy,
+      machineCores: cores,
+      otherCores: Math.max(0, busy * cores - gen - (broker?.cores ?? 0)),
+      broker,
     };
   }
 }
