@@ -2,7 +2,7 @@
 // forwarded properties, Maximum Packet Size both ways.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { IClientOptions, MqttClient } from 'mqtt';
-import type mqttPacket from 'mqtt-packet';
+import mqttPacket from 'mqtt-packet';
 import { startBroker, type BrokerProcess } from './helpers/broker.ts';
 import { connectClient, RawClient, uniqueId } from './helpers/clients.ts';
 import { connectOffWorker } from './helpers/cross-worker.ts';
@@ -285,6 +285,27 @@ describe('Maximum Packet Size', () => {
     expect(await v3.r.closedWithin(5000)).toBe(true);
     expect(v3.r.received.filter((p) => p.cmd === 'puback')).toEqual([]);
     await broker.waitForLog((l) => l.msg === 'connection closed' && l.clientId === v3.clientId && l.reason === 'packet_too_large');
+  });
+
+  it('counts the whole packet against the maximum: exactly Maximum Packet Size bytes is accepted, one byte more is refused with 0x95', async () => {
+    const t = uniqueId('boundary');
+    /** A QoS 1 PUBLISH whose encoding (fixed header included) is exactly `size` bytes. */
+    const sized = (size: number, messageId: number): Buffer => {
+      const make = (n: number) =>
+        mqttPacket.generate({ cmd: 'publish', topic: `${t}/x`, payload: Buffer.alloc(n, 0x62), qos: 1, messageId, retain: false, dup: false }, { protocolVersion: 5 });
+      let n = size;
+      for (let i = 0; i < 8 && make(n).length !== size; i++) n -= make(n).length - size;
+      const buf = make(n);
+      expect(buf.length).toBe(size);
+      return buf;
+    };
+    const { r } = await raw(5);
+    r.write(sized(MAX_PACKET_SIZE, 1));
+    expect((await r.next<mqttPacket.IPubackPacket>('puback')).messageId).toBe(1);
+    r.write(sized(MAX_PACKET_SIZE + 1, 2));
+    const d = await r.next<mqttPacket.IDisconnectPacket>('disconnect');
+    expect(d.reasonCode).toBe(0x95);
+    expect(await r.closedWithin(5000)).toBe(true);
   });
 
   it('does not send a message larger than the Maximum Packet Size a client announced; other subscribers get it; counted as too_large [MQTT-3.1.2-24], [MQTT-3.1.2-25]', async () => {

@@ -12,6 +12,16 @@ import type { Session } from './session.ts';
 export type ConnState = 'awaiting-connect' | 'connecting' | 'connected' | 'closed';
 
 /**
+ * Whole-packet size from its Remaining Length (-1 while the header is incomplete): Maximum Packet Size
+ * counts the fixed header too (MQTT 5.0 §3.1.2.11.4), so comparing the Remaining Length alone let
+ * packets up to 5 bytes over the limit through.
+ */
+function packetSize(remaining: number): number {
+  if (remaining < 0) return 0;
+  return 1 + (remaining < 128 ? 1 : remaining < 16_384 ? 2 : remaining < 2_097_152 ? 3 : 4) + remaining;
+}
+
+/**
  * One client connection: bytes in (parser), bytes out (corked per turn), timers (connect deadline,
  * keepalive) and its end, classified exactly once. MQTT semantics live in handlers/.
  */
@@ -100,12 +110,12 @@ export class Connection {
     this.parser.parse(chunk);
     // Refuse an oversized packet as soon as its header says so, before buffering its body [MQTT-3.2.2-?]/0x95.
     const pending = (this.parser as unknown as { packet: { length: number } }).packet.length;
-    if (pending > this.ctx.config.limits.maxPacketSize && this.state !== 'closed') this.close('packet_too_large');
+    if (packetSize(pending) > this.ctx.config.limits.maxPacketSize && this.state !== 'closed') this.close('packet_too_large');
   };
 
   private readonly onPacket = (packet: mqtt.Packet): void => {
     if (this.state === 'closed') return;
-    if ((packet.length ?? 0) > this.ctx.config.limits.maxPacketSize) {
+    if (packetSize(packet.length ?? 0) > this.ctx.config.limits.maxPacketSize) {
       this.close('packet_too_large');
       return;
     }
