@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
+import { aclSelectorShape, authSchema, securityLimitsShape } from './auth/config.ts';
 
 const port = z.number().int().min(0).max(65535);
 const positiveMs = z.number().int().min(1);
@@ -11,6 +12,7 @@ const aclRule = z.object({
   action: z.enum(['publish', 'subscribe', 'all']),
   topic: z.string().min(1),
   allow: z.boolean(),
+  ...aclSelectorShape,
 });
 
 export const configSchema = z.object({
@@ -70,6 +72,7 @@ export const configSchema = z.object({
       maxSocketBuffer: z.number().int().min(1024).default(4 * 1024 * 1024),
       /** How long a backed-up subscriber may slow its publishers down before it is treated as slow. */
       slowConsumerMs: z.number().int().min(1).default(5000),
+      ...securityLimitsShape,
     })
     .prefault({}),
   mqtt: z
@@ -116,6 +119,9 @@ export const configSchema = z.object({
     .refine((r) => !r.sentinels || r.name, { message: 'redis.sentinels needs redis.name (the master name)', path: ['name'] }),
   /** Topic authorization: the first matching rule wins; no match allows. The default refuses nothing. */
   acl: z.array(aclRule).default([]),
+  /** What no matching ACL rule means: 'deny' makes the rules an allow-list ($SYS included). */
+  aclDefault: z.enum(['allow', 'deny']).default('allow'),
+  auth: authSchema,
   /** For tests only: fault injection. Never set in production. */
   debug: z
     .object({

@@ -26,6 +26,8 @@ export const DISCONNECT_REASONS = {
   topic_alias_invalid: { initiator: 'server', publishesWill: true, level: 'warn', code: 0x94 },
   not_authorized: { initiator: 'server', publishesWill: true, level: 'info', code: 0x87 },
   bad_credentials: { initiator: 'server', publishesWill: false, level: 'info' },
+  /** CONNECT refused: too many password checks pending (v5 0x89 / v3 0x03). */
+  server_busy: { initiator: 'server', publishesWill: false, level: 'info' },
   session_taken_over: { initiator: 'server', publishesWill: true, level: 'info', code: 0x8e },
   server_shutting_down: { initiator: 'server', publishesWill: true, level: 'info', code: 0x8b },
   worker_crash: { initiator: 'server', publishesWill: true, level: 'error' },

@@ -9,6 +9,8 @@ import type { Logger } from './logger.ts';
 import { WorkerPool } from './worker-pool.ts';
 import type { MetricJSON } from './metric-json.ts';
 import { SysTopics } from './sys-topics.ts';
+import { Admission } from './auth/admission.ts';
+import { interceptSecurityRequest, SecurityService } from './auth/service.ts';
 
 /** A running node: MQTT listener, session workers, hub, HTTP for metrics and probes. */
 export class Broker {
@@ -19,6 +21,8 @@ export class Broker {
   private readonly pool: WorkerPool;
   private readonly metrics: HubMetrics;
   private readonly sys: SysTopics;
+  readonly security: SecurityService;
+  private readonly admission: Admission;
   private listener: net.Server | null = null;
   private http: http.Server | null = null;
   private accepting = false;
@@ -36,7 +40,9 @@ export class Broker {
     }, config.metrics.enabled);
     this.hub = new Hub({ config, router: this.router, log: log.child({ module: 'hub' }), metrics: this.metrics });
     this.pool = new WorkerPool(config, config.nodeId, log.child({ module: 'pool' }), {
-      message: (workerId, msg) => this.hub.onWorkerMessage(workerId, msg),
+      message: (workerId, msg) => {
+        if (!interceptSecurityRequest(this.security, workerId, msg, (w, res) => this.pool.send(w, res))) this.hub.onWorkerMessage(workerId, msg);
+      },
       crashed: (workerId, connIds) => {
         this.metrics.workerGone(workerId);
         void this.hub.workerCrashed(workerId, connIds).catch((err: Error) => log.error({ err: err.message }, 'crash recovery failed'));
@@ -44,6 +50,12 @@ export class Broker {
       joined: (workerId) => this.hub.workerJoined(workerId),
     });
     this.hub.pool = this.pool;
+    this.security = new SecurityService(config.auth, log.child({ module: 'auth' }), this.metrics.registry);
+    this.admission = new Admission(config.limits, () => {
+      let n = 0;
+      for (const w of this.pool.workers.values()) n += w.connections;
+      return n;
+    }, this.metrics.connectionsRefused);
     this.sys = new SysTopics({
       intervalMs: config.sys.intervalMs,
       source: { collect: () => this.collect(false), publish: (m) => this.hub.publishLocal(m) },
@@ -72,10 +84,12 @@ export class Broker {
       },
       this.log.child({ module: 'http' }),
     );
+    await this.security.start();
     await this.hub.start();
     await this.pool.start();
     this.sys.start();
     this.listener = net.createServer({ pauseOnConnect: true }, (socket) => {
+      if (this.accepting && !this.admission.admit(socket)) return;
       if (!this.accepting || !this.pool.assign(socket)) {
         this.metrics.connectionsRefused.inc({ reason: this.accepting ? 'no_worker' : 'shutting_down' });
         socket.destroy();
@@ -133,6 +147,7 @@ export class Broker {
         new Promise((r) => setTimeout(r, this.config.timeouts.shutdownMs).unref()),
       ]);
       this.hub.stop();
+      await this.security.stop();
       await this.pool.stop();
       await this.router.close().catch(() => undefined);
       await new Promise<void>((r) => (this.http ? this.http.close(() => r()) : r()));

@@ -54,7 +54,9 @@ export type HubRequest =
   | { op: 'retained-set'; message: Message }
   | { op: 'will-publish'; clientId: string; connId: number; delayMs: number }
   | { op: 'will-clear'; clientId: string; connId: number }
-  | { op: 'forward'; envelope: Envelope };
+  | { op: 'forward'; envelope: Envelope }
+  /** Answered by the security service (auth/service.ts), not the hub. */
+  | import('./auth/types.ts').SecurityRequest;
 
 /** Worker → hub. */
 export type FromWorker =

@@ -8,6 +8,7 @@ import { encode, encodePublish, type ProtocolVersion } from './encode.ts';
 import { dispatch } from './handlers/index.ts';
 import { endSession } from './session-lifecycle.ts';
 import type { Session } from './session.ts';
+import { DENY_ALL, type ClientAcl } from '@starling/core/auth/acl.ts';
 
 export type ConnState = 'awaiting-connect' | 'connecting' | 'connected' | 'closed';
 
@@ -33,6 +34,14 @@ export class Connection {
   state: ConnState = 'awaiting-connect';
   version: ProtocolVersion = 4;
   clientId: string | null = null;
+  /** Authenticated identity (auth-client.ts); null: anonymous. */
+  username: string | null = null;
+  /** Topic authorization for this identity; allows nothing until authentication settles. */
+  acl: ClientAcl = DENY_ALL;
+  /** Source address when it is not the socket's (PROXY protocol). */
+  remoteAddress: string | undefined;
+  /** Holds packets until the authorization hook decided (auth-client.ts); null: no hook. */
+  gate: ((packet: mqtt.Packet) => boolean) | null = null;
   session: Session | null = null;
   /** Packets that arrived after CONNECT while the session was being claimed; handled in order after CONNACK. */
   backlog: mqtt.Packet[] = [];
@@ -123,6 +132,7 @@ export class Connection {
       this.backlog.push(packet);
       return;
     }
+    if (this.gate !== null && this.gate(packet)) return;
     try {
       dispatch(this, packet);
     } catch (err) {

@@ -1,6 +1,7 @@
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { DISCONNECT_REASONS, DISCONNECT_REASON_NAMES, type DisconnectReason } from '@starling/core/disconnect-reasons.ts';
 import { metric, type MetricJSON, type MetricSample } from '@starling/core/metric-json.ts';
+import { limitMetrics } from './limits.ts';
 
 export type DropCause = 'queue_full' | 'expired' | 'too_large' | 'no_route' | 'slow_consumer' | 'offline_qos0' | 'not_authorized';
 export type ConnectResult =
@@ -11,6 +12,7 @@ export type ConnectResult =
   | 'bad_credentials'
   | 'not_authorized'
   | 'server_unavailable'
+  | 'server_busy'
   | 'malformed';
 
 export const CONNECT_RESULTS: readonly ConnectResult[] = [
@@ -21,6 +23,7 @@ export const CONNECT_RESULTS: readonly ConnectResult[] = [
   'bad_credentials',
   'not_authorized',
   'server_unavailable',
+  'server_busy',
   'malformed',
 ];
 
@@ -195,6 +198,7 @@ export class WorkerMetrics {
       metric('starling_inflight_messages', 'Outbound QoS 1/2 messages awaiting acknowledgement.', 'gauge', [{ labels: {}, value: g.inflight() }]),
       metric('starling_queued_messages', 'Messages queued for sessions (offline, or in-flight window full).', 'gauge', [{ labels: {}, value: g.queued() }]),
     ];
+    out.push(...limitMetrics());
     if (eventLoop && this.loopDelay) {
       const p99 = Math.max(0, (this.loopDelay.percentile(99) / 1e6 - LOOP_RESOLUTION_MS) / 1000);
       this.loopDelay.reset();

@@ -55,6 +55,8 @@ export class Session {
   deliverQos: QoS = 0;
   deliverRetainAsPublished = false;
   deliverSubIds: number[] | null = null;
+  /** Read permission of the session's (last) connection; null: it may read everything (fast path). */
+  readAcl: import('@starling/core/auth/acl.ts').ClientAcl | null = null;
 
   constructor(clientId: string, protocolVersion: 3 | 4 | 5, expiryInterval: number) {
     this.clientId = clientId;

@@ -8,6 +8,7 @@ import type { ConnectResult } from '../metrics.ts';
 import { restoreSession, resendInflight } from '../session-lifecycle.ts';
 import { Session } from '../session.ts';
 import { copyBytes, forwardedProperties } from './publish.ts';
+import { authenticateConnect } from '../auth-client.ts';
 
 const NEVER = 0xffffffff;
 
@@ -113,8 +114,9 @@ export function handleConnect(conn: Connection, packet: mqtt.IConnectPacket): vo
   conn.state = 'connecting';
   const cleanStart = version === 5 ? clean : clean;
 
-  ctx.hub
-    .request<ClaimResult>({ op: 'claim', clientId, connId: conn.id, cleanStart, will: willRecord })
+  // Credentials first (auth-client.ts): a refused CONNECT never claims the session.
+  authenticateConnect(conn, packet, clientId)
+    .then(() => ctx.hub.request<ClaimResult>({ op: 'claim', clientId, connId: conn.id, cleanStart, will: willRecord }))
     .then(async (claim) => {
       if (conn.state !== 'connecting') return; // the socket went away while we waited
       let session: Session;
@@ -132,6 +134,8 @@ export function handleConnect(conn: Connection, packet: mqtt.IConnectPacket): vo
       if (conn.state !== 'connecting') return;
       session.conn = conn;
       conn.session = session;
+      // Deliveries through wildcards are checked per topic only when this ACL can refuse a read.
+      session.readAcl = conn.acl.checksReads ? conn.acl : null;
       conn.state = 'connected';
 
       const ack: mqtt.IConnackPacket = { cmd: 'connack', sessionPresent };

@@ -3,6 +3,8 @@ import { isValidTopicName, type ForwardedProperties, type Message } from '@starl
 import type { Connection } from '../connection.ts';
 import { routeMessage } from '../delivery.ts';
 import { preciseNow } from '../metrics.ts';
+import { mayPublish } from '../auth-client.ts';
+import { admitPublish } from '../limits.ts';
 
 /** A payload copy with its own small ArrayBuffer: the parser's slice may view a 64 KiB chunk, and a
  *  structured clone to another thread would copy all of it. */
@@ -63,6 +65,7 @@ export function handlePublish(conn: Connection, packet: mqtt.IPublishPacket): vo
   // [MQTT-3.3.2-2] no wildcards in a topic name; v5 0x90 Topic Name invalid.
   if (!isValidTopicName(topic)) return conn.close('protocol_error', conn.version === 5 ? 0x90 : undefined);
   if (props?.subscriptionIdentifier !== undefined) return conn.close('protocol_error'); // [MQTT-3.3.4-6]
+  if (!admitPublish(conn, packet, topic)) return; // limits.ts: rates, topic length/levels
   // [MQTT-3.2.2-11] / [MQTT-3.2.2-14]: above Maximum QoS or retain when unavailable.
   if (qos > cfg.mqtt.maximumQoS) return conn.close('protocol_error', 0x9b);
   if (packet.retain && !cfg.mqtt.retainAvailable) return conn.close('protocol_error', 0x9a);
@@ -94,7 +97,7 @@ export function handlePublish(conn: Connection, packet: mqtt.IPublishPacket): vo
   ctx.metrics.stats.received[qos]++;
 
   // $SYS/ is the broker's own (statistics, sys-topics.ts): clients read it, never write it.
-  if ((!ctx.acl.empty && !ctx.acl.canPublish(topic)) || (topic.charCodeAt(0) === 0x24 && topic.startsWith('$SYS/'))) {
+  if (!mayPublish(conn, topic) || (topic.charCodeAt(0) === 0x24 && topic.startsWith('$SYS/'))) {
     ctx.metrics.stats.dropped.not_authorized++;
     if (conn.version === 5) {
       // Refused, connection kept: v5 PUBACK/PUBREC 0x87 Not authorized.

@@ -3,6 +3,8 @@ import { isValidTopicFilter, parseSharedFilter, type Message, type QoS } from '@
 import type { Connection } from '../connection.ts';
 import { sendToSession } from '../delivery.ts';
 import type { Subscription } from '../session.ts';
+import { maySubscribe } from '../auth-client.ts';
+import { subscribeLimitCode } from '../limits.ts';
 
 interface Granted {
   sub: Subscription;
@@ -31,7 +33,12 @@ export function handleSubscribe(conn: Connection, packet: mqtt.ISubscribePacket)
     }
     // [MQTT-3.8.3-4] No Local on a shared subscription is a protocol error.
     if (shared && req.nl) return conn.close('protocol_error');
-    if (!ctx.acl.empty && !ctx.acl.canSubscribe(req.topic)) {
+    const limited = subscribeLimitCode(conn, session, req.topic, shared ? shared.filter : req.topic);
+    if (limited !== null) {
+      codes.push(limited);
+      continue;
+    }
+    if (!maySubscribe(conn, shared ? shared.filter : req.topic)) {
       codes.push(v5 ? 0x87 : 0x80); // refused; the other filters are still granted
       continue;
     }
@@ -86,6 +93,7 @@ async function sendRetained(conn: Connection, sub: Subscription): Promise<void> 
   for (const m of messages) {
     if (conn.state !== 'connected') return;
     if (m.expiresAt !== undefined && m.expiresAt <= now) continue;
+    if (sub.session.readAcl !== null && !sub.session.readAcl.canRead(m.topic)) continue;
     const qos = Math.min(m.qos, sub.options.qos) as QoS;
     const ids = sub.options.subscriptionId !== undefined ? [sub.options.subscriptionId] : null;
     // [MQTT-3.3.1-8] sent because of a new subscription: RETAIN 1.
