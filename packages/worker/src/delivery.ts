@@ -30,7 +30,7 @@ function collect(sub: Subscription): void {
 function accumulate(sub: Subscription): void {
   const s = sub.session;
   // A wildcard must not carry a topic the subscriber may not read (ACL deny rules, aclDefault deny).
-  if (s.readAcl !== null && !s.readAcl.canRead(currentMessage!.topic)) return;
+  if (s.readAcl !== null && sub.hookAllowed !== true && !s.readAcl.canRead(currentMessage!.topic)) return;
   if (s.deliverMark !== deliverEpoch) {
     s.deliverMark = deliverEpoch;
     s.deliverQos = 0;

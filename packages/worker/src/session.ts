@@ -10,6 +10,8 @@ export interface Subscription {
   /** Shared-subscription group, '' when not shared. */
   group: string;
   options: SubscriptionOptions;
+  /** Granted by the authorization hook's explicit yes: deliveries through it skip the ACL's read check. */
+  hookAllowed?: boolean;
 }
 
 export interface InflightOut {

@@ -3,7 +3,7 @@ import { isValidTopicFilter, parseSharedFilter, type Message, type QoS } from '@
 import type { Connection } from '../connection.ts';
 import { sendToSession } from '../delivery.ts';
 import type { Subscription } from '../session.ts';
-import { maySubscribe } from '../auth-client.ts';
+import { hookDecision, maySubscribe } from '../auth-client.ts';
 import { subscribeLimitCode } from '../limits.ts';
 
 interface Granted {
@@ -59,6 +59,7 @@ export function handleSubscribe(conn: Connection, packet: mqtt.ISubscribePacket)
       const sub: Subscription = shared
         ? { session, fullFilter: req.topic, filter: shared.filter, group: shared.group, options }
         : { session, fullFilter: req.topic, filter: req.topic, group: '', options };
+      if (hookDecision(conn, 'subscribe', sub.filter) === true) sub.hookAllowed = true;
       const p = ctx.subscribe(sub);
       if (p) waits.push(p);
       // Retained messages are not sent to shared subscriptions (MQTT 5.0 §4.8.2).
@@ -93,7 +94,7 @@ async function sendRetained(conn: Connection, sub: Subscription): Promise<void> 
   for (const m of messages) {
     if (conn.state !== 'connected') return;
     if (m.expiresAt !== undefined && m.expiresAt <= now) continue;
-    if (sub.session.readAcl !== null && !sub.session.readAcl.canRead(m.topic)) continue;
+    if (sub.session.readAcl !== null && sub.hookAllowed !== true && !sub.session.readAcl.canRead(m.topic)) continue;
     const qos = Math.min(m.qos, sub.options.qos) as QoS;
     const ids = sub.options.subscriptionId !== undefined ? [sub.options.subscriptionId] : null;
     // [MQTT-3.3.1-8] sent because of a new subscription: RETAIN 1.
