@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PANELS, buildDashboard } from '../deploy/grafana/dashboard.ts';
-import { metricNames, parse } from '../deploy/grafana/promql.ts';
+import { evaluate, metricNames, parse, type Scrape } from '../deploy/grafana/promql.ts';
 import { startBroker, REPO_ROOT, type BrokerProcess } from './helpers/broker.ts';
 import { RedisServer, startCluster, type Cluster } from './helpers/cluster.ts';
 import { scrape } from './helpers/metrics.ts';
@@ -100,6 +100,39 @@ describe('deploy/grafana/starling-dashboard.json', () => {
       expect(titles).toContain(t);
     }
     for (const p of PANELS) expect(fs.existsSync(path.join(REPO_ROOT, 'docs/img', `dashboard-${p.slug}.png`)), p.slug).toBe(true);
+  });
+});
+
+describe('the PromQL subset the panels are rendered with (deploy/grafana/promql.ts)', () => {
+  const at = (t: number, samples: Array<[string, Record<string, string>, number]>): Scrape => ({ t, samples: samples.map(([name, labels, value]) => ({ name, labels, value })) });
+  const o = { rateInterval: 5, vars: { pod: '.*' } };
+
+  it('rate and increase handle a counter reset; sum by keeps only the by-labels', () => {
+    const scrapes = [
+      at(0, [['c_total', { pod: 'a', x: '1' }, 10], ['c_total', { pod: 'b', x: '1' }, 0]]),
+      at(2, [['c_total', { pod: 'a', x: '1' }, 30], ['c_total', { pod: 'b', x: '1' }, 4]]),
+      at(4, [['c_total', { pod: 'a', x: '1' }, 5], ['c_total', { pod: 'b', x: '1' }, 8]]), // a restarted
+    ];
+    const r = evaluate('sum by (pod) (rate(c_total{pod=~"$pod"}[$__rate_interval]))', scrapes, 4, o);
+    expect(r).toEqual([{ labels: { pod: 'a' }, value: 25 / 4 }, { labels: { pod: 'b' }, value: 2 }]);
+    expect(evaluate('sum(increase(c_total{pod="b"}[4s]))', scrapes, 4, o)).toEqual([{ labels: {}, value: 8 }]);
+    expect(evaluate('max(c_total)', scrapes, 4, o)).toEqual([{ labels: {}, value: 8 }]);
+  });
+
+  it('histogram_quantile interpolates inside the bucket like Prometheus, and answers the last finite bound for +Inf', () => {
+    const h = (t: number, a: number, b: number, inf: number) =>
+      at(t, [['h_bucket', { le: '0.1' }, a], ['h_bucket', { le: '0.5' }, b], ['h_bucket', { le: '+Inf' }, inf]]);
+    const scrapes = [h(0, 0, 0, 0), h(1, 10, 20, 20)];
+    const q = (x: number) => evaluate(`histogram_quantile(${x}, sum by (le) (rate(h_bucket[5s])))`, scrapes, 1, o)[0]!.value;
+    expect(q(0.5)).toBeCloseTo(0.1);
+    expect(q(0.75)).toBeCloseTo(0.3);
+    const over = [h(0, 0, 0, 0), h(1, 0, 0, 10)];
+    expect(evaluate('histogram_quantile(0.99, sum by (le) (rate(h_bucket[5s])))', over, 1, o)[0]!.value).toBe(0.5);
+  });
+
+  it('refuses PromQL outside the subset instead of drawing it wrong', () => {
+    expect(() => parse('sum(rate(a[1m])) / sum(rate(b[1m]))')).toThrow(/unsupported PromQL/);
+    expect(() => parse('topk(3, a)')).toThrow();
   });
 });
 

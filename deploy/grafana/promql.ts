@@ -269,7 +269,7 @@ function evalNode(n: Node, scrapes: Scrape[], t: number, o: EvalOptions): Vector
         if (pts.length < 2) continue;
         const labels = { ...e.labels };
         if (n.fn === 'irate') {
-          const [[t1, v1], [t2, v2]] = pts.slice(-2) as Array<[number, number]>;
+          const [[t1, v1], [t2, v2]] = pts.slice(-2) as [[number, number], [number, number]];
           out.push({ labels, value: (v2 < v1 ? v2 : v2 - v1) / (t2 - t1) });
           continue;
         }
