@@ -70,8 +70,8 @@ describe('retained messages', () => {
     await live.subscribeAsync(`${t}/a`, { qos: 1 });
     await liveRec.until(onTopic(`${t}/a`)); // the stored 'second', on subscribe
     await pub.publishAsync(`${t}/a`, '', { qos: 1, retain: true });
-    const [deletion] = await liveRec.until(() => true).then(() => liveRec.got.slice(-1));
-    expect([deletion!.payload.length, deletion!.packet.retain]).toEqual([0, false]);
+    const deletion = await liveRec.next();
+    expect([deletion.payload.length, deletion.packet.retain]).toEqual([0, false]);
 
     got = await retainedOnSubscribe(await client(), `${t}/#`, fence);
     expect(got).toEqual([]);
@@ -86,8 +86,8 @@ describe('retained messages', () => {
       const sub = await client({ protocolVersion });
       const rec = record(sub);
       await sub.subscribeAsync(`${t}/x`, { qos: 1 });
-      const [stored] = await rec.until(() => true).then(() => rec.got);
-      expect([stored!.payload.toString(), stored!.packet.retain], `v${protocolVersion}`).toEqual(['stored', true]);
+      const stored = await rec.next();
+      expect([stored.payload.toString(), stored.packet.retain], `v${protocolVersion}`).toEqual(['stored', true]);
       await pub.publishAsync(`${t}/x`, 'live', { qos: 1, retain: true });
       await rec.until((r) => r.payload.toString() === 'live');
       expect(rec.got.at(-1)!.packet.retain, `v${protocolVersion}`).toBe(false);
@@ -140,10 +140,10 @@ describe('retained messages', () => {
     const { client: sub } = await clientOffWorkerOf(pub, { protocolVersion: 5 });
     const rec = record(sub);
     await sub.subscribeAsync(`${t}/x`, { qos: 1 });
-    const [m] = await rec.until(() => true).then(() => rec.got);
-    const p = m!.packet.properties!;
-    expect(m!.packet.retain).toBe(true);
-    expect(m!.payload.toString()).toBe('{"v":1}');
+    const m = await rec.next();
+    const p = m.packet.properties!;
+    expect(m.packet.retain).toBe(true);
+    expect(m.payload.toString()).toBe('{"v":1}');
     expect({
       payloadFormatIndicator: p.payloadFormatIndicator,
       contentType: p.contentType,

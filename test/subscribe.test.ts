@@ -173,9 +173,10 @@ describe('SUBSCRIBE / SUBACK', () => {
       await pub.publishAsync(`${t}/b`, 'one', { qos: 1 });
       await pub.publishAsync(`${t}/fence`, 'fence', { qos: 2 });
       const got = await rec.until(onTopic(`${t}/fence`));
-      expect(got.map((r) => [r.payload.toString(), r.packet.qos]), `v${protocolVersion}`).toEqual([
-        ['two', 2],
+      // Sorted: the mqtt client surfaces a QoS 2 message on PUBREL, possibly after a later QoS 1 one.
+      expect(got.map((r) => [r.payload.toString(), r.packet.qos]).sort(), `v${protocolVersion}`).toEqual([
         ['one', 1],
+        ['two', 2],
       ]);
     }
   });
@@ -211,8 +212,8 @@ describe('SUBSCRIBE / SUBACK', () => {
       expect(ack3!.qos).toBe(1);
       const pub = await connectClient(limited.port, { protocolVersion: 4 });
       await pub.publishAsync(`${t}/x`, 'capped', { qos: 1 });
-      const [m] = await got.until(() => true).then(() => got.got);
-      expect(m!.packet.qos).toBe(1);
+      const m = await got.next();
+      expect(m.packet.qos).toBe(1);
       await Promise.all([sub, v3, pub].map((c) => c.endAsync(true)));
     } finally {
       await limited.stop();
@@ -234,8 +235,8 @@ describe('v5 subscription options', () => {
     await a.publishAsync(`${t}/nl`, 'own', { qos: 1 });
     await a.publishAsync(`${t}/fence`, 'fence', { qos: 2 });
     expect(await recA.until(onTopic(`${t}/fence`))).toEqual([]);
-    const [atB] = await recB.until(() => true).then(() => recB.got);
-    expect(atB!.payload.toString()).toBe('own');
+    const atB = await recB.next();
+    expect(atB.payload.toString()).toBe('own');
 
     await b.publishAsync(`${t}/nl`, 'from-b', { qos: 1 });
     await b.publishAsync(`${t}/fence`, 'fence', { qos: 2 });
@@ -332,8 +333,8 @@ describe('v5 subscription options', () => {
     const sub = await clientOffWorkerOf(pub, { protocolVersion: 5 });
     const rec = record(sub);
     await sub.subscribeAsync(`${t}/+`, { qos: 1, properties: { subscriptionIdentifier: 42 } });
-    const [m] = await rec.until(() => true).then(() => rec.got);
-    expect([m!.payload.toString(), m!.packet.retain, subIds(m!)]).toEqual(['kept', true, [42]]);
+    const m = await rec.next();
+    expect([m.payload.toString(), m.packet.retain, subIds(m)]).toEqual(['kept', true, [42]]);
     await pub.publishAsync(`${t}/x`, '', { qos: 1, retain: true });
   });
 });

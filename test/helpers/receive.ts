@@ -13,6 +13,8 @@ export interface Recorder {
    * one matching pred; that one is consumed too. Rejects after timeoutMs.
    */
   until(pred: (r: Received) => boolean, timeoutMs?: number): Promise<Received[]>;
+  /** The next message after the previous until()/next() (awaited), consumed. */
+  next(timeoutMs?: number): Promise<Received>;
 }
 
 export function record(client: MqttClient): Recorder {
@@ -27,29 +29,38 @@ export function record(client: MqttClient): Recorder {
       w.resolve(got.length - 1);
     }
   });
+  /** Index of the first message at or after the cursor matching pred (awaited); moves the cursor past it. */
+  async function take(pred: (r: Received) => boolean, timeoutMs: number): Promise<{ from: number; idx: number }> {
+    const from = cursor;
+    let idx = got.findIndex((r, i) => i >= from && pred(r));
+    if (idx < 0) {
+      if (waiter) throw new Error('one until()/next() at a time');
+      idx = await new Promise<number>((resolve, reject) => {
+        const timer = setTimeout(() => {
+          waiter = null;
+          reject(new Error(`expected message not received within ${timeoutMs} ms; got ${got.slice(from).map((r) => r.topic).join(', ') || 'nothing'}`));
+        }, timeoutMs);
+        waiter = {
+          pred,
+          resolve: (i) => {
+            clearTimeout(timer);
+            resolve(i);
+          },
+        };
+      });
+    }
+    cursor = idx + 1;
+    return { from, idx };
+  }
   return {
     got,
     async until(pred, timeoutMs = 5000) {
-      const from = cursor;
-      let idx = got.findIndex((r, i) => i >= from && pred(r));
-      if (idx < 0) {
-        if (waiter) throw new Error('one until() at a time');
-        idx = await new Promise<number>((resolve, reject) => {
-          const timer = setTimeout(() => {
-            waiter = null;
-            reject(new Error(`fence not received within ${timeoutMs} ms; got ${got.slice(from).map((r) => r.topic).join(', ') || 'nothing'}`));
-          }, timeoutMs);
-          waiter = {
-            pred,
-            resolve: (i) => {
-              clearTimeout(timer);
-              resolve(i);
-            },
-          };
-        });
-      }
-      cursor = idx + 1;
+      const { from, idx } = await take(pred, timeoutMs);
       return got.slice(from, idx);
+    },
+    async next(timeoutMs = 5000) {
+      const { idx } = await take(() => true, timeoutMs);
+      return got[idx]!;
     },
   };
 }
