@@ -54,11 +54,11 @@ export function record(client: MqttClient): Recorder {
   }
   return {
     got,
-    async until(pred, timeoutMs = 5000) {
+    async until(pred, timeoutMs = 10_000) {
       const { from, idx } = await take(pred, timeoutMs);
       return got.slice(from, idx);
     },
-    async next(timeoutMs = 5000) {
+    async next(timeoutMs = 10_000) {
       const { idx } = await take(() => true, timeoutMs);
       return got[idx]!;
     },
