@@ -95,7 +95,7 @@ export class RawClient {
         }
       }
     });
-    socket.on('data', (d) => this.parser.parse(d));
+    socket.on('data', (d) => this.parser.parse(d as Buffer)); // no setEncoding: always a Buffer
     socket.on('error', () => undefined);
     this.closed = once(socket, 'close').then(() => undefined);
   }
