@@ -13,6 +13,7 @@ function connectBytes(protocolName: string, level: number, flags = 0x02, id = un
     Buffer.from([0, name.length]),
     name,
     Buffer.from([level, flags, 0, 60]), // level, flags (0x02: clean session), keepalive 60
+    Buffer.from(level === 5 ? [0] : []), // v5: empty property list
     Buffer.from([0, clientId.length]),
     clientId,
   ]);
@@ -64,6 +65,14 @@ describe('CONNECT and CONNACK (2 workers, defaults)', () => {
       expect(ack.returnCode, `${name} level ${level}`).toBe(1);
       expect(await raw.closedWithin(5000)).toBe(true);
     }
+  });
+
+  it('a level 5 CONNECT with the 3.1 protocol name gets a v5 CONNACK 0x84 Unsupported Protocol Version and is closed [MQTT-3.1.2-1]', async () => {
+    const raw = await RawClient.connect(broker.port, 5);
+    raw.write(connectBytes('MQIsdp', 5));
+    const ack = await raw.next<IConnackPacket>('connack');
+    expect(ack.reasonCode).toBe(0x84);
+    expect(await raw.closedWithin(5000)).toBe(true);
   });
 
   it('a second CONNECT on a connection is a protocol violation that closes it [MQTT-3.1.0-2]', async () => {
