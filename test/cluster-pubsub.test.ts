@@ -3,8 +3,8 @@
 // at QoS 0, 1 and 2; a node without matching subscribers is sent nothing.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { MqttClient } from 'mqtt';
-import { connectClient, uniqueId } from './helpers/clients.ts';
-import { endClients, fatalLines, metric, RedisServer, startCluster, type Cluster } from './helpers/cluster.ts';
+import { uniqueId } from './helpers/clients.ts';
+import { endClients, fatalLines, nodeClient, metric, RedisServer, startCluster, type Cluster } from './helpers/cluster.ts';
 import { onTopic, record } from './helpers/receive.ts';
 
 let redis: RedisServer;
@@ -12,7 +12,7 @@ let cluster: Cluster;
 const clients: MqttClient[] = [];
 
 async function client(nodeId: string, protocolVersion: 4 | 5 = 5): Promise<MqttClient> {
-  const c = await connectClient(cluster.node(nodeId).port, { protocolVersion, clientId: uniqueId(`${nodeId}`) });
+  const c = await nodeClient(cluster.node(nodeId), { protocolVersion, clientId: uniqueId(nodeId) });
   clients.push(c);
   return c;
 }

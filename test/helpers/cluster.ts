@@ -1,8 +1,10 @@
 // A cluster of real broker processes sharing one real redis-server (test/cluster-*.test.ts).
 // Each cluster gets its own key prefix, so several clusters (one per test) can share a redis-server.
-import type { MqttClient } from 'mqtt';
+import type { IClientOptions, MqttClient } from 'mqtt';
+import type { Socket } from 'node:net';
 import { RedisServer } from '../../packages/router/test/redis-server.ts';
 import { startBroker, type BrokerProcess, type LogLine } from './broker.ts';
+import { connectClient, uniqueId } from './clients.ts';
 import { metricValue, scrape } from './metrics.ts';
 
 export { RedisServer };
@@ -108,4 +110,14 @@ export function fatalLines(node: BrokerProcess): LogLine[] {
 /** Ends clients without waiting on brokers that may be gone. */
 export async function endClients(clients: MqttClient[]): Promise<void> {
   await Promise.all(clients.map((c) => c.endAsync(true).catch(() => undefined)));
+}
+
+/**
+ * An `mqtt` client with Nagle off: request/response loops (PUBACK then UNSUBSCRIBE) otherwise stall on
+ * the kernel's delayed ACK for ~40 ms a round.
+ */
+export async function nodeClient(node: BrokerProcess, opts: IClientOptions = {}): Promise<MqttClient> {
+  const c = await connectClient(node.port, { protocolVersion: 5, clientId: uniqueId('cl'), ...opts });
+  (c.stream as unknown as Socket).setNoDelay?.(true);
+  return c;
 }

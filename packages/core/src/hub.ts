@@ -9,6 +9,7 @@ import { HUB, type ClaimResult, type DetachResult, type Envelope, type FromWorke
 import type { WorkerPool } from './worker-pool.ts';
 import type { HubMetrics } from './hub-metrics.ts';
 import { reasonInfo } from './disconnect-reasons.ts';
+import { Handovers } from './cluster/handovers.ts';
 
 interface ConnRecord {
   workerId: number;
@@ -24,6 +25,8 @@ export class Hub {
   private readonly willTimers = new Set<NodeJS.Timeout>();
   /** Retained messages that belong to this node alone ($SYS statistics): never in the router. */
   private readonly localRetained = new Map<string, Message>();
+  /** Claims of this node waiting for another node to hand a session over. */
+  private readonly handovers = new Handovers();
   private readonly config: Config;
   private readonly router: Router;
   private readonly log: Logger;
@@ -49,10 +52,13 @@ export class Hub {
       takeover: (clientId, owner, by) => {
         // Same-node takeovers are settled inside claim(); another node's claim ends ours here.
         if (by.nodeId === this.nodeId || owner.nodeId !== this.nodeId) return;
-        void this.detach(owner, clientId, true).then((d) => this.parkDetached(clientId, d));
+        void this.handOver(clientId, owner, by);
+      },
+      handedOver: (clientId, to, session) => {
+        if (!this.handovers.answer(clientId, to, session)) this.log.warn({ clientId }, 'session handed over after the claim stopped waiting');
       },
       routesChanged: (filter: string, group: string, present: boolean) => this.remoteRouteChanged(filter, group, present),
-      nodeDown: (nodeId: string) => void this.publishWillsOfNode(nodeId),
+      nodeDown: (nodeId: string) => void this.nodeDown(nodeId),
     } as Parameters<Router['start']>[0]);
   }
 
@@ -118,10 +124,28 @@ export class Hub {
   /** CONNECT: take the session over from wherever it is, hand its state to the new connection. */
   private async claim(workerId: number, clientId: string, connId: number, cleanStart: boolean, will: StoredWill | null): Promise<ClaimResult> {
     const owner = this.owner(workerId, connId);
-    const claim = await this.router.claimSession(clientId, owner, cleanStart);
+    // Registered before the claim: the previous owner's node may answer before the claim's reply is here.
+    const handover = this.handovers.expect(clientId, owner);
+    const claim = await this.router.claimSession(clientId, owner, cleanStart).catch((err: unknown) => {
+      handover.cancel();
+      throw err;
+    });
     const result: ClaimResult = { session: null, queue: [], tookOver: false };
     const prev = claim.previous;
-    if (prev && prev.nodeId === this.nodeId && this.pool.workers.has(prev.workerId)) {
+    const remote = prev !== undefined && prev.nodeId !== this.nodeId;
+    if (!remote) handover.cancel();
+    if (remote) {
+      // Held on another node: it detaches it and answers with its state. Its answer also orders its
+      // writes (the queue) before ours (a clean start's delete below).
+      const timeoutMs = this.handoverTimeoutMs();
+      const answer = await handover.wait(timeoutMs);
+      if (!answer.handed) this.log.warn({ clientId, from: prev.nodeId, waitedMs: timeoutMs }, 'session handover not answered; resuming the stored copy');
+      result.tookOver = true;
+      if (!cleanStart) {
+        result.session = (answer.handed ? answer.session : null) ?? claim.stored ?? null;
+        result.queue = await this.router.takeQueue(clientId);
+      }
+    } else if (prev && this.pool.workers.has(prev.workerId)) {
       const d = await this.detach(prev, clientId, !cleanStart);
       result.tookOver = true;
       result.session = d.session;
@@ -144,11 +168,23 @@ export class Hub {
     return this.pool.command<DetachResult>(owner.workerId, { op: 'detach', clientId, connId: owner.connId, keepSession });
   }
 
-  /** Another node took a session of ours: store its state where that node will read it. */
-  private async parkDetached(clientId: string, d: DetachResult): Promise<void> {
-    if (!d.session) return;
-    await this.router.saveSession(d.session);
-    if (d.queue.length > 0) await this.router.enqueue(clientId, d.queue, this.config.limits.maxQueued);
+  /** How long a claim waits for another node to hand a session over: a dead node never answers, and
+   *  its sessions are released once it is declared dead. */
+  private handoverTimeoutMs(): number {
+    return Math.min(this.config.redis.nodeTtlMs, this.config.timeouts.requestMs / 2);
+  }
+
+  /** Another node claimed a session of ours: detach it here (DISCONNECT 0x8E to a connected client),
+   *  queue its messages in the router, and answer that node with its state. Always answers. */
+  private async handOver(clientId: string, owner: SessionOwner, by: SessionOwner): Promise<void> {
+    let d: DetachResult = { session: null, queue: [] };
+    try {
+      d = await this.detach(owner, clientId, true);
+      if (d.queue.length > 0) await this.router.enqueue(clientId, d.queue, this.config.limits.maxQueued);
+    } catch (err) {
+      this.log.warn({ clientId, err: (err as Error).message }, 'detaching a session claimed elsewhere failed');
+    }
+    await this.router.handOver(clientId, by, d.session).catch((err: Error) => this.log.warn({ clientId, to: by.nodeId, err: err.message }, 'session handover failed'));
   }
 
   private scheduleWill(clientId: string, owner: SessionOwner, delayMs: number, cause: string): Promise<void> {
@@ -203,22 +239,52 @@ export class Hub {
       // A router failure for one session must not cost the remaining connections their wills.
       await this.router.releaseSession(rec.clientId, owner).catch((err: Error) => this.log.warn({ clientId: rec.clientId, err: err.message }, 'release after crash failed'));
     }
-    const offline = await this.router.offlineSessions();
-    const target = this.pool.anyWorker();
-    if (offline.length > 0 && target !== null) {
-      const adopted = await this.pool.command(target, { op: 'adopt', sessions: offline }).then(() => true, () => false);
-      // The adopting worker owns them now (connection 0: none). A reconnecting client's claim then
-      // detaches the session from there, with what was queued for it meanwhile, rather than resuming
-      // the router's older copy.
-      if (adopted) for (const s of offline) await this.router.claimSession(s.clientId, this.owner(target, 0), false).catch(() => undefined);
-    }
-    this.log.info({ worker: workerId, connections: connIds.length, sessions: offline.length, to: target }, 'recovered from worker crash');
+    const { adopted, target } = await this.adoptOfflineSessions();
+    this.log.info({ worker: workerId, connections: connIds.length, sessions: adopted, to: target }, 'recovered from worker crash');
   }
 
-  private async publishWillsOfNode(nodeId: string): Promise<void> {
-    for (const will of await this.router.willsOf(nodeId)) {
-      await this.publishWill(will.clientId, null, 'node_down').catch((err: Error) => this.log.warn({ err: err.message }, 'will of dead node failed'));
+  /**
+   * Persistent sessions stored and owned by nobody (their worker crashed, their node died) continue
+   * offline in a worker of this node, subscribed, so messages published meanwhile are queued for them.
+   * The adopting worker owns them (connection 0: none): a reconnecting client's claim, on any node,
+   * detaches the session from there with its queue. Each is adopted only if still unowned, so a client
+   * that reconnected meanwhile keeps its connection.
+   */
+  private async adoptOfflineSessions(): Promise<{ adopted: number; target: number | null }> {
+    const target = this.pool.anyWorker();
+    if (target === null) return { adopted: 0, target };
+    const sessions = [];
+    for (const s of await this.router.offlineSessions()) {
+      const stored = await this.router.adoptSession(s.clientId, this.owner(target, 0)).catch(() => null);
+      if (stored) sessions.push(stored);
     }
+    if (sessions.length === 0) return { adopted: 0, target };
+    const ok = await this.pool.command(target, { op: 'adopt', sessions }).then(() => true, () => false);
+    if (!ok) {
+      // Not held anywhere after all: leave them unowned, resumable from the stored copy.
+      for (const s of sessions) await this.router.releaseSession(s.clientId, this.owner(target, 0)).catch(() => undefined);
+      return { adopted: 0, target };
+    }
+    return { adopted: sessions.length, target };
+  }
+
+  /** Another node died (or this node's previous life): publish its clients' wills, each once cluster-wide,
+   *  and keep its persistent sessions subscribed here. */
+  private async nodeDown(nodeId: string): Promise<void> {
+    // This node's own previous life is reported right after start: let the workers come up first.
+    await this.pool.whenAllReady();
+    const wills = await this.router.willsOf(nodeId).catch((err: Error) => {
+      this.log.warn({ dead: nodeId, err: err.message }, 'reading the wills of a dead node failed');
+      return [];
+    });
+    for (const will of wills) {
+      await this.publishWill(will.clientId, null, 'node_down').catch((err: Error) => this.log.warn({ clientId: will.clientId, err: err.message }, 'will of dead node failed'));
+    }
+    const { adopted, target } = await this.adoptOfflineSessions().catch((err: Error) => {
+      this.log.warn({ dead: nodeId, err: err.message }, 'adopting the sessions of a dead node failed');
+      return { adopted: 0, target: null };
+    });
+    this.log.info({ dead: nodeId, wills: wills.length, sessions: adopted, to: target }, 'took over after a dead node');
   }
 
   // --- Routes and messages between this node and the others ----------------------------------------

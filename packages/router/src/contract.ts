@@ -10,6 +10,10 @@ export interface NodeHandlers {
   deliver(message: Message, groups: readonly string[], normal: boolean): void;
   /** A session owned by a connection of this node was claimed by a connection elsewhere: end it. */
   takeover(clientId: string, owner: SessionOwner, by: SessionOwner): void;
+  /** The node of a previous owner (another node) finished giving up the session that `to`, a connection
+   *  of this node, claimed: `session` is its state at that moment (null: it held none), its queue was
+   *  enqueued before this. Answers the takeover() the claim caused there. */
+  handedOver?(clientId: string, to: SessionOwner, session: StoredSession | null): void;
   /** A node died; this node was chosen (exactly one survivor is) to publish the wills of its clients:
    *  claim them with willsOf(nodeId) + claimWill. The dead node's routes are already gone and its
    *  sessions' owners released. A node restarting under the id of a previous life that left wills
@@ -54,9 +58,15 @@ export interface Router {
   /** Makes owner the session's connection. Displaces and reports a previous owner. Unless cleanStart,
    *  returns the stored session (which stays stored until deleted or overwritten). */
   claimSession(clientId: string, owner: SessionOwner, cleanStart: boolean): Promise<SessionClaim>;
+  /** Makes owner the owner of a stored session that has none (its node died, its worker crashed) and
+   *  returns it; null when someone owns it meanwhile (a client reconnected) or nothing is stored. */
+  adoptSession(clientId: string, owner: SessionOwner): Promise<StoredSession | null>;
   /** Drops ownership if owner still holds it (a taken-over connection must not release the new one). */
   releaseSession(clientId: string, owner: SessionOwner): Promise<boolean>;
   saveSession(session: StoredSession): Promise<void>;
+  /** After takeover(): tells the claiming connection's node that this node gave the session up, with
+   *  its state (its queue enqueued first). Resolves once handed to the transport. */
+  handOver(clientId: string, to: SessionOwner, session: StoredSession | null): Promise<void>;
   deleteSession(clientId: string): Promise<void>;
   /** Offline queue of a persistent session: bounded (the newest messages beyond limit are dropped);
    *  returns how many messages were dropped. Without a stored session every message is dropped. */

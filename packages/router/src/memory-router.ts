@@ -170,6 +170,15 @@ export class MemoryRouter implements Router {
     return claim;
   }
 
+  async adoptSession(clientId: string, owner: SessionOwner): Promise<StoredSession | null> {
+    const entry = this.cluster.sessions.get(clientId);
+    if (!entry || entry.owner) return null;
+    this.expire(entry);
+    if (!entry.stored) return null;
+    entry.owner = owner;
+    return entry.stored;
+  }
+
   async releaseSession(clientId: string, owner: SessionOwner): Promise<boolean> {
     const entry = this.cluster.sessions.get(clientId);
     if (!entry || !sameOwner(entry.owner, owner)) return false;
@@ -180,6 +189,12 @@ export class MemoryRouter implements Router {
 
   async saveSession(session: StoredSession): Promise<void> {
     this.sessionEntry(session.clientId).stored = session;
+  }
+
+  async handOver(clientId: string, to: SessionOwner, session: StoredSession | null): Promise<void> {
+    // Asynchronous like a network hop: never inside the caller's turn.
+    const node = this.cluster.nodes.get(to.nodeId);
+    if (node) setImmediate(() => node.handlers.handedOver?.(clientId, to, session));
   }
 
   async deleteSession(clientId: string): Promise<void> {

@@ -85,6 +85,7 @@ export function decodeMessage(b: Buffer): Message {
 export const FRAME_DELIVER = 1;
 export const FRAME_ACK = 2;
 export const FRAME_TAKEOVER = 3;
+export const FRAME_HANDOVER = 4;
 
 /** One message's entry in a delivery frame: whether it is for plain routes, and which shared groups. */
 export function encodeDelivery(body: Buffer, groups: readonly string[], normal: boolean): Buffer[] {

@@ -11,6 +11,7 @@ import type { RedisClient, RedisConnectionOptions, ScriptArg } from './redis-con
 import {
   FRAME_ACK,
   FRAME_DELIVER,
+  FRAME_HANDOVER,
   FRAME_TAKEOVER,
   controlFrame,
   controlValue,
@@ -405,6 +406,12 @@ export class RedisRouter extends EventEmitter implements Router {
     return claim;
   }
 
+  async adoptSession(clientId: string, owner: SessionOwner): Promise<StoredSession | null> {
+    const keys = [this.keys.session(clientId), this.keys.nodeSessions(owner.nodeId)];
+    const raw = (await this.command(() => runScript(this.cmd!, 'adoptSession', keys, [ownerKey(owner), clientId]))) as string | null;
+    return raw === null ? null : fromJson<StoredSession>(raw);
+  }
+
   async releaseSession(clientId: string, owner: SessionOwner): Promise<boolean> {
     const keys = [this.keys.session(clientId), this.keys.nodeSessions(owner.nodeId)];
     return (await this.command(() => runScript(this.cmd!, 'releaseSession', keys, [ownerKey(owner), clientId]))) === 1;
@@ -415,6 +422,13 @@ export class RedisRouter extends EventEmitter implements Router {
     const expiresAt = sessionExpiresAt(session);
     const keys = [k.session(session.clientId), k.queue(session.clientId), k.sessions];
     await this.command(() => runScript(this.cmd!, 'saveSession', keys, [toJson(session), session.clientId, expiresAt === undefined ? '' : Math.floor(expiresAt)]));
+  }
+
+  async handOver(clientId: string, to: SessionOwner, session: StoredSession | null): Promise<void> {
+    // The session travels in the frame (JSON with byte arrays kept), not through the stored copy: saving
+    // it here would set an offline expiry on a session that is connected elsewhere now.
+    const frame = controlFrame(FRAME_HANDOVER, { c: clientId, t: ownerKey(to), s: session === null ? null : toJson(session) });
+    await this.command(() => this.cmd!.publish(this.keys.nodeChannel(to.nodeId), frame));
   }
 
   async deleteSession(clientId: string): Promise<void> {
@@ -520,6 +534,12 @@ export class RedisRouter extends EventEmitter implements Router {
         case FRAME_TAKEOVER: {
           const { c, p, b } = controlValue<{ c: string; p: string; b: string }>(message);
           this.callHandler('takeover', (h) => h.takeover(c, parseOwner(p), parseOwner(b)));
+          break;
+        }
+        case FRAME_HANDOVER: {
+          const { c, t, s } = controlValue<{ c: string; t: string; s: string | null }>(message);
+          const session = s === null ? null : fromJson<StoredSession>(s);
+          this.callHandler('handedOver', (h) => h.handedOver?.(c, parseOwner(t), session));
           break;
         }
       }

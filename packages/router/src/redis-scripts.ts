@@ -142,6 +142,19 @@ end
 return {prev or false, redis.call('HGET', KEYS[1], 'stored') or false}`,
   },
 
+  /** KEYS: session, nodeSessions of owner. ARGV: owner, clientId. Takes a stored session nobody owns;
+   *  returns it, or false. */
+  adoptSession: {
+    numberOfKeys: 2,
+    lua: `
+if redis.call('HEXISTS', KEYS[1], 'owner') == 1 then return false end
+local stored = redis.call('HGET', KEYS[1], 'stored')
+if not stored then return false end
+redis.call('HSET', KEYS[1], 'owner', ARGV[1])
+redis.call('SADD', KEYS[2], ARGV[2])
+return stored`,
+  },
+
   /** KEYS: session, nodeSessions of owner. ARGV: owner, clientId. Compare-and-delete. */
   releaseSession: {
     numberOfKeys: 2,

@@ -25,6 +25,7 @@ export class Recorder implements NodeHandlers {
   readonly deliveries: Delivery[] = [];
   readonly takeovers: Array<{ clientId: string; owner: SessionOwner; by: SessionOwner }> = [];
   readonly downs: string[] = [];
+  readonly handovers: Array<{ clientId: string; to: SessionOwner; session: StoredSession | null }> = [];
   readonly changes: Array<{ filter: string; group: string; present: boolean }> = [];
   private readonly checks = new Set<() => void>();
 
@@ -35,6 +36,11 @@ export class Recorder implements NodeHandlers {
 
   takeover(clientId: string, owner: SessionOwner, by: SessionOwner): void {
     this.takeovers.push({ clientId, owner, by });
+    this.poke();
+  }
+
+  handedOver(clientId: string, to: SessionOwner, session: StoredSession | null): void {
+    this.handovers.push({ clientId, to, session });
     this.poke();
   }
 
@@ -452,6 +458,44 @@ export function runRouterContract(name: string, makeCluster: () => Promise<Contr
         await fence(b!, a!);
         expect(a!.rec.takeovers).toHaveLength(1);
         expect(b!.rec.takeovers).toHaveLength(1);
+      });
+
+      it("handOver answers a takeover: the claiming node gets the session's state, to the claiming connection", async () => {
+        const [a, b] = await nodes('A', 'B');
+        await a!.router.claimSession('c1', owner('A', 1), false);
+        await b!.router.claimSession('c1', owner('B', 2), false);
+        const t = await a!.rec.until(() => a!.rec.takeovers[0], 'takeover on A');
+        const s = session('c1');
+        await a!.router.enqueue('c1', [msg('q/1')], 10); // no stored session yet: dropped
+        await a!.router.saveSession(s);
+        await a!.router.enqueue('c1', [msg('q/2')], 10);
+        await a!.router.handOver('c1', t.by, s);
+        const h = await b!.rec.until(() => b!.rec.handovers[0], 'handover on B');
+        expect(h.clientId).toBe('c1');
+        expect(h.to).toEqual(owner('B', 2));
+        expect(plainSession(h.session!)).toEqual(plainSession(s));
+        // The queue enqueued before the answer is there for the claimer.
+        expect((await b!.router.takeQueue('c1')).map((m) => m.topic)).toEqual(['q/2']);
+        await a!.router.handOver('c2', owner('B', 3), null);
+        expect(await b!.rec.until(() => b!.rec.handovers[1], 'second handover on B')).toEqual({ clientId: 'c2', to: owner('B', 3), session: null });
+        expect(a!.rec.handovers).toEqual([]);
+      });
+
+      it('adoptSession takes only a stored session nobody owns', async () => {
+        const [a, b] = await nodes('A', 'B');
+        expect(await a!.router.adoptSession('none', owner('A', 0))).toBeNull();
+        await a!.router.claimSession('c1', owner('A', 1), false);
+        await a!.router.saveSession(session('c1'));
+        // Owned: not adopted, and the owner is not told anything.
+        expect(await b!.router.adoptSession('c1', owner('B', 0))).toBeNull();
+        await a!.router.releaseSession('c1', owner('A', 1));
+        expect(plainSession((await b!.router.adoptSession('c1', owner('B', 0)))!)).toEqual(plainSession(session('c1')));
+        expect(await a!.router.adoptSession('c1', owner('A', 0))).toBeNull();
+        expect(await a!.router.offlineSessions()).toEqual([]);
+        // The adopter is an owner like any other: a claim displaces it and tells its node.
+        expect((await a!.router.claimSession('c1', owner('A', 2), false)).previous).toEqual(owner('B', 0));
+        await b!.rec.until(() => b!.rec.takeovers[0], 'takeover on B');
+        expect(a!.rec.takeovers).toEqual([]);
       });
 
       it('of two concurrent claims, exactly one displaces the other', async () => {
