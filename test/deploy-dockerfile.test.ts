@@ -337,8 +337,15 @@ describe('the image, built and started without Docker', () => {
       STARLING_WORKERS: '2',
     };
     const [uid, gid] = finalOf('USER').at(-1)!.args.split(':').map(Number);
-    const asUser = process.getuid?.() === 0 ? { uid: uid!, gid: gid ?? uid! } : {};
-    if (asUser.uid !== undefined) fs.chmodSync(tmp, 0o755); // mkdtemp makes it 0700; the image's files are world-readable
+    // As root we can run it as the image's user, provided that user can reach this Node binary (a checkout
+    // under a private home directory cannot be): otherwise as ourselves.
+    let asUser: { uid?: number; gid?: number } = {};
+    if (process.getuid?.() === 0) {
+      fs.chmodSync(tmp, 0o755); // mkdtemp makes it 0700; the image's files are world-readable
+      const probe = spawnSync(process.execPath, ['-e', '0'], { uid: uid!, gid: gid ?? uid!, cwd: appDir, timeout: 10_000 });
+      if (probe.status === 0) asUser = { uid: uid!, gid: gid ?? uid! };
+      else console.warn(`running the broker as uid ${process.getuid()}: uid ${uid} cannot execute ${process.execPath}`);
+    }
     child = spawn(process.execPath, entry.slice(1), { cwd: appDir, env, stdio: ['ignore', 'pipe', 'pipe'], ...asUser });
     const stderr: string[] = [];
     readline.createInterface({ input: child.stderr! }).on('line', (l) => stderr.push(l));
