@@ -70,16 +70,6 @@ function envToPath(name: string): string[] {
     .map((p) => p.toLowerCase().replace(/_([a-z])/g, (_, c: string) => c.toUpperCase()));
 }
 
-/** Keys of the Kubernetes config file the schema does not have yet because the feature is being built:
- *  allowed only while the schema lacks them, validated like the rest as soon as it has them. */
-const PENDING_TOP_KEYS = ['redis'].filter((k) => !schemaHas([k]));
-
-function withoutPending<T extends Obj>(raw: T): T {
-  const out: Obj = { ...raw };
-  for (const k of PENDING_TOP_KEYS) delete out[k];
-  return out as T;
-}
-
 function matches(selector: Record<string, string> | undefined, labels: Record<string, string> | undefined): boolean {
   if (!selector || Object.keys(selector).length === 0) return false;
   return Object.entries(selector).every(([k, v]) => labels?.[k] === v);
@@ -127,10 +117,9 @@ function effectiveConfig(r: Resolved): Config {
   const env = podEnv(brokerContainer(r.objects));
   const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'starling-k8s-')), 'starling.yaml');
   const raw = (parseYaml(r.configText) ?? {}) as Obj;
-  fs.writeFileSync(file, JSON.stringify(withoutPending(raw)));
-  const pendingEnv = Object.fromEntries(Object.entries(env).filter(([k]) => !(k.startsWith('STARLING_') && PENDING_TOP_KEYS.includes(envToPath(k)[0]!))));
+  fs.writeFileSync(file, JSON.stringify(raw));
   try {
-    return loadConfig([], { ...pendingEnv, STARLING_CONFIG: file });
+    return loadConfig([], { ...env, STARLING_CONFIG: file });
   } finally {
     fs.rmSync(path.dirname(file), { recursive: true, force: true });
   }
@@ -222,15 +211,8 @@ describe('deploy/k8s files', () => {
     const { configText } = baseView();
     const raw = parseYaml(configText) as Obj;
     expect(raw).toBeTypeOf('object');
-    expect(() => parseConfig(withoutPending(raw))).not.toThrow();
-    expect(unknownKeys(withoutPending(raw))).toEqual([]);
-  });
-
-  it.skipIf(PENDING_TOP_KEYS.length === 0)(`pending: config keys not in the broker's schema yet (${PENDING_TOP_KEYS.join(', ')})`, () => {
-    // Documents what is waiting: once the schema has these keys this test is skipped and the ones
-    // above validate them like every other key.
-    const raw = parseYaml(baseView().configText) as Obj;
-    expect(PENDING_TOP_KEYS.some((k) => k in raw)).toBe(true);
+    expect(() => parseConfig(raw)).not.toThrow();
+    expect(unknownKeys(raw)).toEqual([]);
   });
 
   it('the ConfigMap carries the Grafana dashboard exactly as deploy/grafana/starling-dashboard.json', () => {
@@ -292,7 +274,6 @@ describe.each(views)('%s', (_name, view) => {
         for (const e of c.env ?? []) {
           if (!e.name.startsWith('STARLING_') || e.name === 'STARLING_CONFIG') continue;
           const keyPath = envToPath(e.name);
-          if (PENDING_TOP_KEYS.includes(keyPath[0]!)) continue; // validated once the schema has it
           expect(schemaHas(keyPath), `${e.name} → ${keyPath.join('.')} is not a config key`).toBe(true);
         }
       }
@@ -416,7 +397,7 @@ describe.each(views)('%s', (_name, view) => {
     const svc = byKind(objects, 'Service').find((s) => s.metadata.name === host);
     expect(svc, `Service ${host}`).toBeDefined();
     expect(svc!.spec.ports.map((p: Obj) => p.port)).toContain(Number(u.port || 6379));
-    if (schemaHas(['redis'])) expect(parseConfig({ redis: raw.redis }).redis).toBeDefined();
+    expect(parseConfig({ redis: raw.redis }).redis.url).toBe(url);
   });
 
   it.skipIf(_name.startsWith('base'))('the overlay: one namespace, the image renamed, MQTT on a LoadBalancer', () => {
