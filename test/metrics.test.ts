@@ -187,6 +187,29 @@ describe('/metrics on a node with 2 workers', () => {
     expect(delta(before, after, 'starling_disconnects_total')).toBe(0);
   });
 
+  it('the latency histogram sums both workers: one series, buckets and count from each', async () => {
+    const topic = `h/${uniqueId()}`;
+    const [a, b] = await pair({ version: 4 }, { version: 4 });
+    await subscribe(a.c, topic, 0);
+    await subscribe(b.c, topic, 0);
+    const before = await scrape(broker.metricsPort);
+    for (let i = 0; i < 5; i++) a.c.send(publish(topic, `h${i}`, 0)); // a gets its own too (v3.1.1)
+    for (let i = 0; i < 5; i++) {
+      await a.c.next('publish');
+      await b.c.next('publish');
+    }
+    const after = await scrape(broker.metricsPort);
+    // Each message was written on both workers: 5 observations on each, summed.
+    expect(delta(before, after, 'starling_publish_deliver_latency_seconds_count')).toBe(10);
+    expect(delta(before, after, 'starling_publish_deliver_latency_seconds_bucket', { le: '+Inf' })).toBe(10);
+    expect(delta(before, after, 'starling_messages_received_total', { qos: '0' })).toBe(5);
+    expect(delta(before, after, 'starling_messages_sent_total', { qos: '0' })).toBe(10);
+    const buckets = series(after, 'starling_publish_deliver_latency_seconds_bucket');
+    expect(buckets).toHaveLength(13);
+    const counts = buckets.map((l) => Number(l.split(' ')[1]));
+    for (let i = 1; i < counts.length; i++) expect(counts[i]).toBeGreaterThanOrEqual(counts[i - 1]!);
+  });
+
   it('an outbound QoS 1 message counts as in flight until its PUBACK', async () => {
     const topic = `m/${uniqueId()}`;
     const [sub, pub] = await pair({ version: 4 }, { version: 4 });

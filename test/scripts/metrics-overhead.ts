@@ -32,7 +32,7 @@ const SCRAPE_MS = flag('scrape-ms', 1000);
 const BATCH = 128; // packets per write
 
 // Everything is bounded: a hard stop well past the planned duration.
-const planned = (2 * ROUNDS * (SECONDS + WARMUP + 2) + 60) * 1000;
+const planned = (2 * ROUNDS * (SECONDS + WARMUP + 10) + 120) * 1000;
 setTimeout(() => {
   process.stderr.write('metrics-overhead: took too long, giving up\n');
   process.exit(1);
