@@ -192,3 +192,47 @@ describe('keepalive 0 refused (keepalive.allowZero false)', () => {
     expect(await raw.closedWithin(5000)).toBe(true);
   });
 });
+
+describe('keepalive while the broker itself stops reading a client (backpressure)', () => {
+  const SLOW_MS = 4000;
+  let broker: BrokerProcess;
+  beforeAll(async () => {
+    broker = await startBroker({ workers: 2, args: ['--timeouts.connectMs', '1000', '--limits.slowConsumerMs', String(SLOW_MS)] });
+  });
+  afterAll(async () => {
+    await broker.stop();
+  });
+
+  it('does not count the time a publisher is held by backpressure against its keepalive', async () => {
+    const topic = `ka/flood/${uniqueId()}`;
+    // A subscriber that stops reading: the broker's writes to it back up.
+    const reader = await RawClient.connect(broker.port, 4);
+    await reader.handshake({ keepalive: 0 });
+    reader.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic, qos: 0 }] } as mqttPacket.ISubscribePacket);
+    await reader.next('suback');
+    reader.socket.pause();
+
+    const publisher = await RawClient.connect(broker.port, 4);
+    const clientId = uniqueId('held');
+    await publisher.handshake({ clientId, keepalive: 1 });
+    const payload = Buffer.alloc(64 * 1024, 0x61);
+    const started = Date.now();
+    // 32 MiB, far beyond what the socket buffers between broker and reader hold: the broker stops
+    // reading the publisher until the reader is declared slow (limits.slowConsumerMs).
+    for (let i = 0; i < 512; i++) publisher.send({ cmd: 'publish', topic, payload, qos: 0, dup: false, retain: false });
+    // Drained (the broker reads it again), or closed (the failure this test is about).
+    await new Promise((resolve) => {
+      publisher.socket.once('drain', resolve);
+      publisher.socket.once('close', resolve);
+    });
+    // Held for longer than 1.5 × its keepalive, through no fault of its own...
+    expect(Date.now() - started).toBeGreaterThan(1500);
+    // ...and still connected.
+    expect(broker.logs.filter((l) => l.msg === 'connection closed' && l.clientId === clientId)).toEqual([]);
+    publisher.send({ cmd: 'pingreq' });
+    await publisher.next('pingresp', 10_000);
+    publisher.send({ cmd: 'disconnect' });
+    await publisher.closed;
+    reader.destroy();
+  });
+});

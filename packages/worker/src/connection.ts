@@ -199,7 +199,17 @@ export class Connection {
 
   releaseReading(): void {
     if (this.holds === 0) return;
-    if (--this.holds === 0 && this.state !== 'closed') this.socket.resume();
+    if (--this.holds === 0 && this.state !== 'closed') {
+      // While we did not read, the client's packets waited in TCP buffers: that time does not count
+      // against its keepalive (the sweep skips held connections; the deadline restarts here).
+      this.lastSeen = Date.now();
+      this.socket.resume();
+    }
+  }
+
+  /** Whether reading this socket is held (backpressure, a pending auth check). */
+  get readingHeld(): boolean {
+    return this.holds > 0;
   }
 
   socketBacklog(): number {

@@ -14,8 +14,9 @@ export function startSweep(ctx: WorkerContext, extra: (now: number) => void): No
       if (conn.state === 'awaiting-connect' || conn.state === 'connecting') {
         // Counted from accept, independent of keepalive; trickling bytes do not extend it.
         if (now >= conn.connectDeadline) conn.close('connect_timeout');
-      } else if (conn.state === 'connected' && conn.keepaliveLimitMs > 0 && now - conn.lastSeen > conn.keepaliveLimitMs) {
-        // [MQTT-3.1.2-24] nothing within 1.5 × keepalive.
+      } else if (conn.state === 'connected' && conn.keepaliveLimitMs > 0 && !conn.readingHeld && now - conn.lastSeen > conn.keepaliveLimitMs) {
+        // [MQTT-3.1.2-24] nothing within 1.5 × keepalive. Not while the broker itself is not reading the
+        // socket (backpressure): the client's packets are waiting in TCP buffers, not missing.
         conn.close('keepalive_timeout');
       }
     }
