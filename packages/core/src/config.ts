@@ -151,6 +151,7 @@ function fromEnv(env: NodeJS.ProcessEnv): Record<string, unknown> {
       .split('__')
       .map((p) => p.toLowerCase().replace(/_([a-z])/g, (_, c: string) => c.toUpperCase()));
     setPath(out, path, coerce(raw));
+    rawStrings.set(path.join('.'), raw);
   }
   return out;
 }
@@ -170,10 +171,17 @@ function fromArgs(argv: string[]): { values: Record<string, unknown>; configFile
       else value = argv[++i]!;
     }
     if (name === 'config') configFile = value;
-    else setPath(values, name.split('.'), coerce(value));
+    else {
+      setPath(values, name.split('.'), coerce(value));
+      rawStrings.set(name, value);
+    }
   }
   return { values, configFile };
 }
+
+/** The text of every value from the environment or flags, by path: a string field that received a
+ *  numeric-looking value (a password "123456") gets its text back instead of failing validation. */
+const rawStrings = new Map<string, string>();
 
 function coerce(raw: string): unknown {
   const trimmed = raw.trim();
@@ -221,9 +229,46 @@ function readFile(path: string): Record<string, unknown> {
   return parsed;
 }
 
+/** Dotted paths of keys the schema does not know, at any depth (zod strips them silently otherwise). */
+function unknownKeys(schema: z.ZodType, value: unknown, path: string[], out: string[]): void {
+  type Def = { type: string; innerType?: z.ZodType; in?: z.ZodType; shape?: Record<string, z.ZodType>; element?: z.ZodType };
+  let def = (schema as unknown as { def: Def }).def;
+  while (def.innerType || def.type === 'pipe') def = ((def.innerType ?? def.in) as unknown as { def: Def }).def;
+  if (def.type === 'object' && isObject(value)) {
+    for (const [k, v] of Object.entries(value)) {
+      const field = def.shape![k];
+      if (!field) out.push([...path, k].join('.'));
+      else unknownKeys(field, v, [...path, k], out);
+    }
+  } else if (def.type === 'array' && Array.isArray(value)) {
+    value.forEach((v, i) => unknownKeys(def.element!, v, [...path, String(i)], out));
+  }
+}
+
+function getPath(target: unknown, path: PropertyKey[]): unknown {
+  let node = target;
+  for (const key of path) node = isObject(node) ? node[key as string] : undefined;
+  return node;
+}
+
 /** Validates a raw object against the schema; the error names every bad field and what it allows. */
 export function parseConfig(raw: unknown): Config {
-  const result = configSchema.strict().safeParse(raw);
+  const unknown: string[] = [];
+  unknownKeys(configSchema, raw, [], unknown);
+  if (unknown.length > 0) throw new ConfigError(`invalid configuration:\n${unknown.map((k) => `  ${k}: unknown key`).join('\n')}`);
+  let result = configSchema.safeParse(raw);
+  if (!result.success && isObject(raw)) {
+    // A string field given a numeric-looking value from env/flags: retry with the text as written.
+    let patched = false;
+    for (const issue of result.error.issues) {
+      const text = rawStrings.get(issue.path.join('.'));
+      if (issue.code === 'invalid_type' && issue.expected === 'string' && text !== undefined && typeof getPath(raw, issue.path) !== 'string') {
+        setPath(raw, issue.path.map(String), text);
+        patched = true;
+      }
+    }
+    if (patched) result = configSchema.safeParse(raw);
+  }
   if (result.success) return result.data;
   const lines = result.error.issues.map((issue) => {
     const field = issue.path.join('.') || '(root)';
@@ -234,6 +279,7 @@ export function parseConfig(raw: unknown): Config {
 
 /** Precedence: defaults < file (--config or STARLING_CONFIG) < environment < flags. */
 export function loadConfig(argv: string[] = process.argv.slice(2), env: NodeJS.ProcessEnv = process.env): Config {
+  rawStrings.clear();
   const args = fromArgs(argv);
   const file = args.configFile ?? env.STARLING_CONFIG;
   const fromFile = file ? readFile(file) : {};

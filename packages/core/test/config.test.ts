@@ -40,3 +40,16 @@ describe('configuration', () => {
     expect(res.stderr).toMatch(/port/);
   });
 });
+
+describe('configuration strictness', () => {
+  it('refuses a misspelled nested key instead of ignoring it', () => {
+    expect(() => loadConfig(['--timeouts.drainMS', '5'], {})).toThrow(/timeouts\.drainMS: unknown key/);
+    expect(() => loadConfig([], { STARLING_LIMITS__MAXQUEUD: '5' })).toThrow(/limits\.maxqueud: unknown key/);
+  });
+
+  it('keeps a numeric-looking value as text where the field is a string (a password "123456")', () => {
+    const cfg = loadConfig([], { STARLING_REDIS__PASSWORD: '0123456' });
+    expect(cfg.redis.password).toBe('0123456');
+    expect(loadConfig(['--nodeId', '42'], {}).nodeId).toBe('42');
+  });
+});
