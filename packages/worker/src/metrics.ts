@@ -129,7 +129,9 @@ export class WorkerMetrics {
   /** prom-client-shaped entry points kept for the handlers; each is a field increment. */
   readonly connectAttempts: { inc(labels: { result: ConnectResult }): void };
   readonly takeovers: { inc(): void };
-  readonly latency: PlainHistogram;
+  /** The latency histogram; with metrics disabled a no-op, so delivery reads no extra clock. */
+  readonly latency: { observeSince(since: number): void; observe(value: number): void };
+  readonly enabled: boolean;
   private readonly worker: string;
   private readonly gauges: Gauges;
   /** Event-loop delay since the previous scrape; null when metrics are disabled. */
@@ -141,9 +143,15 @@ export class WorkerMetrics {
     this.gauges = gauges;
     this.connectAttempts = { inc: (labels) => void stats.connects[labels.result]++ };
     this.takeovers = { inc: () => void stats.takeovers++ };
-    this.latency = stats.latency;
+    this.enabled = enabled;
+    this.latency = enabled ? stats.latency : { observeSince() {}, observe() {} };
     this.loopDelay = enabled ? monitorEventLoopDelay({ resolution: LOOP_RESOLUTION_MS }) : null;
     this.loopDelay?.enable();
+  }
+
+  /** receivedAt for a message received at `now` (Date.now()): sub-millisecond when metrics are on. */
+  stamp(now: number): number {
+    return this.enabled ? preciseNow() : now;
   }
 
   disconnected(reason: DisconnectReason): void {

@@ -2,7 +2,6 @@ import type mqtt from 'mqtt-packet';
 import { isValidTopicName, type ForwardedProperties, type Message } from '@starling/router';
 import type { Connection } from '../connection.ts';
 import { routeMessage } from '../delivery.ts';
-import { preciseNow } from '../metrics.ts';
 import { mayPublish } from '../auth-client.ts';
 import { admitPublish } from '../limits.ts';
 
@@ -63,6 +62,8 @@ export function handlePublish(conn: Connection, packet: mqtt.IPublishPacket): vo
     } else conn.inboundAliases.set(alias, topic);
   }
   // [MQTT-3.3.2-2] no wildcards in a topic name; v5 0x90 Topic Name invalid.
+  // [MQTT-3.3.2-?] v5: an empty Topic Name without a Topic Alias is a Protocol Error (0x82).
+  if (topic === '') return conn.close('protocol_error');
   if (!isValidTopicName(topic)) return conn.close('protocol_error', conn.version === 5 ? 0x90 : undefined);
   if (props?.subscriptionIdentifier !== undefined) return conn.close('protocol_error'); // [MQTT-3.3.4-6]
   if (!admitPublish(conn, packet, topic)) return; // limits.ts: rates, topic length/levels
@@ -119,7 +120,7 @@ export function handlePublish(conn: Connection, packet: mqtt.IPublishPacket): vo
     qos,
     retain: packet.retain,
     origin: session.clientId,
-    receivedAt: preciseNow(),
+    receivedAt: ctx.metrics.stamp(now),
   };
   const fwd = forwardedProperties(props);
   if (fwd) message.properties = fwd;
