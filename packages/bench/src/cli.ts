@@ -111,7 +111,8 @@ main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (err: Error) => {
     killAllBrokers();
-    process.stderr.write(`bench: ${err.message}\n`);
+    // Start on a clean line if a TTY progress line is showing.
+    process.stderr.write(`${process.stderr.isTTY ? '\r\x1b[K' : ''}bench: ${err.message}\n`);
     process.exit(1);
   },
 );

@@ -61,6 +61,12 @@ export function flatten(r: ScenarioResult): Record<string, number> {
   if (r.broker) {
     out.brokerCores = r.broker.cores;
     out.brokerRssPeakMiB = r.broker.rssPeakKb / 1024;
+    // Work per broker CPU-second: far less sensitive than raw rates to other load on a shared
+    // machine (a starved broker does less per wall second, not less per CPU second).
+    if (r.broker.cpuSeconds > 0.05) {
+      if (r.metrics.windowDelivered !== undefined) out.deliveredPerBrokerCpuSec = r.metrics.windowDelivered / r.broker.cpuSeconds;
+      if (r.scenario === 'connect-storm' && r.metrics.connected !== undefined) out.connectsPerBrokerCpuSec = r.metrics.connected / r.broker.cpuSeconds;
+    }
   }
   return out;
 }

@@ -3,7 +3,7 @@
 import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import type { CompareFile } from '../compare.ts';
-import type { SummaryRow } from '../summary.ts';
+import { summarize, type SummaryRow } from '../summary.ts';
 import type { ScenarioResult } from '../types.ts';
 import { colorFor, fmtLatency, hbarChart, latencyChart, type BarGroup } from './svg.ts';
 import { fmtNum } from './text.ts';
@@ -19,6 +19,12 @@ const PERCENTILES: Array<[string, string]> = [
 export function renderReport(jsonFile: string, outDir: string, _imgPrefix = ''): string[] {
   const doc = JSON.parse(readFileSync(jsonFile, 'utf8')) as CompareFile;
   if (doc.kind !== 'compare') throw new Error(`${jsonFile} is not a compare result`);
+  // An interrupted compare saves runs but no summary yet: compute it from what is there.
+  if (doc.summary.length === 0) {
+    const s = summarize(doc.runs, doc.specs, doc.brokers.map((b) => b.name));
+    doc.summary = s.rows;
+    doc.ratios = s.ratios;
+  }
   mkdirSync(outDir, { recursive: true });
   const written: string[] = [];
   const charts = buildCharts(doc);
@@ -55,28 +61,36 @@ function rowsFor(doc: CompareFile, spec: string): SummaryRow[] {
   return doc.summary.filter((r) => r.spec === spec && r.primary);
 }
 
-function primaryGroups(doc: CompareFile, scenarios: string[], fmt: (v: number) => string): BarGroup[] {
+/** One bar group per matching spec: the primary metric (with min-max), or the median of `key`. */
+function primaryGroups(doc: CompareFile, scenarios: string[], fmt: (v: number) => string, key?: string): BarGroup[] {
   return doc.specs
     .filter((s) => scenarios.includes(s.split(':')[0]!))
     .map((spec) => ({
       title: describeSpec(doc, spec),
-      bars: rowsFor(doc, spec).map((r) => ({
-        label: r.broker,
-        value: r.primary!.median,
-        min: r.primary!.min,
-        max: r.primary!.max,
-        color: colorFor(r.broker, doc.brokers.findIndex((b) => b.name === r.broker)),
-        note: fmt(r.primary!.median),
-      })),
+      bars: rowsFor(doc, spec)
+        .filter((r) => !key || r.medians[key] !== undefined)
+        .map((r) => {
+          const value = key ? r.medians[key]! : r.primary!.median;
+          return {
+            label: r.broker,
+            value,
+            min: key ? undefined : r.primary!.min,
+            max: key ? undefined : r.primary!.max,
+            color: colorFor(r.broker, doc.brokers.findIndex((b) => b.name === r.broker)),
+            note: fmt(value),
+          };
+        }),
     }))
     .filter((g) => g.bars.length > 0);
 }
 
 function buildCharts(doc: CompareFile): Record<string, string> {
   const out: Record<string, string> = {};
-  const sub = `median of ${doc.rounds} rounds, whiskers = min..max; ${doc.machine.cores} cores, ${doc.machine.cpu}`;
+  const sub = `median of up to ${doc.rounds} rounds, whiskers = min..max; ${doc.machine.cores} cores, ${doc.machine.cpu}`;
   const tput = primaryGroups(doc, ['fan-in', 'fan-out', 'pairs', 'cluster'], (v) => `${fmtNum(v)} msg/s`);
   if (tput.length) out['throughput.svg'] = hbarChart({ title: 'Delivered messages per second (higher is better)', subtitle: sub, groups: tput, format: (v) => fmtNum(v) });
+  const eff = primaryGroups(doc, ['fan-in', 'fan-out', 'pairs', 'cluster'], (v) => `${fmtNum(v)} msg per CPU-s`, 'deliveredPerBrokerCpuSec');
+  if (eff.length) out['efficiency.svg'] = hbarChart({ title: 'Delivered messages per broker CPU-second (higher is better)', subtitle: `median of up to ${doc.rounds} rounds; robust to other load on a shared machine`, groups: eff, format: (v) => fmtNum(v) });
   const conn = primaryGroups(doc, ['connect-storm'], (v) => `${fmtNum(v)} conn/s`);
   if (conn.length) out['connections.svg'] = hbarChart({ title: 'Connections per second (higher is better)', subtitle: sub, groups: conn, format: (v) => fmtNum(v) });
   const mem = primaryGroups(doc, ['idle'], (v) => `${fmtNum(v, 2)} KiB`);
@@ -125,8 +139,8 @@ function tableFor(doc: CompareFile, spec: string): string {
     head = ['broker', 'p50', 'p90', 'p99', 'p99.9', 'max', 'delivered msg/s'];
     cells = (r) => [r.broker, us(m(r, 'p50Us')), us(m(r, 'p90Us')), us(m(r, 'p99Us')), us(m(r, 'p999Us')), us(m(r, 'maxUs')), n0(m(r, 'deliveredPerSec'))];
   } else if (scenario === 'connect-storm') {
-    head = ['broker', 'conn/s (min–max)', 'CONNACK p50', 'CONNACK p99', 'CONNACK max', 'failed'];
-    cells = (r) => [r.broker, range(r, (v) => fmtNum(v)), us(m(r, 'p50Us')), us(m(r, 'p99Us')), us(m(r, 'maxUs')), n0(m(r, 'failed'))];
+    head = ['broker', 'conn/s (min–max)', 'conn per broker CPU-s', 'CONNACK p50', 'CONNACK p99', 'CONNACK max', 'failed'];
+    cells = (r) => [r.broker, range(r, (v) => fmtNum(v)), n0(m(r, 'connectsPerBrokerCpuSec')), us(m(r, 'p50Us')), us(m(r, 'p99Us')), us(m(r, 'maxUs')), n0(m(r, 'failed'))];
   } else if (scenario === 'idle') {
     head = ['broker', 'KiB per connection (min–max)', 'RSS before', 'RSS after', 'connected', 'idle broker CPU'];
     cells = (r) => [
@@ -138,8 +152,15 @@ function tableFor(doc: CompareFile, spec: string): string {
       pct(m(r, 'idleBrokerCores')),
     ];
   } else {
-    head = ['broker', 'delivered msg/s (min–max)', 'sent msg/s', 'acked msg/s', 'delivery ratio'];
-    cells = (r) => [r.broker, range(r, (v) => fmtNum(v)), n0(m(r, 'sentPerSec')), m(r, 'ackedPerSec') ? n0(m(r, 'ackedPerSec')) : '–', pct(m(r, 'deliveryRatio'))];
+    head = ['broker', 'delivered msg/s (min–max)', 'delivered per broker CPU-s', 'sent msg/s', 'acked msg/s', 'delivery ratio'];
+    cells = (r) => [
+      r.broker,
+      range(r, (v) => fmtNum(v)),
+      n0(m(r, 'deliveredPerBrokerCpuSec')),
+      n0(m(r, 'sentPerSec')),
+      m(r, 'ackedPerSec') ? n0(m(r, 'ackedPerSec')) : '–',
+      pct(m(r, 'deliveryRatio')),
+    ];
   }
   head = [...head, ...tailHead];
   const lines = [`| ${head.join(' | ')} |`, `| ${head.map(() => '---').join(' | ')} |`];
