@@ -254,7 +254,7 @@ export class Canary {
   private constructor(socket: net.Socket) {
     this.socket = socket;
     this.parser.on('packet', (p: Packet) => this.waiting?.(p));
-    socket.on('data', (d) => this.parser.parse(d));
+    socket.on('data', (d: Buffer) => this.parser.parse(d));
     socket.on('error', () => undefined);
   }
 
