@@ -4,8 +4,9 @@
 import type { IConnackPacket, IDisconnectPacket, IPublishPacket } from 'mqtt-packet';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { BrokerProcess } from './helpers/broker.ts';
+import { Store, type MqttClient } from 'mqtt';
 import { RawClient, uniqueId } from './helpers/clients.ts';
-import { fatalLines, metric, RedisServer, startCluster, waitForMetric, type Cluster } from './helpers/cluster.ts';
+import { endClients, fatalLines, metric, nodeClient, RedisServer, startCluster, waitForMetric, type Cluster } from './helpers/cluster.ts';
 
 type Version = 4 | 5;
 
@@ -270,4 +271,75 @@ describe('cluster sessions (3 nodes)', () => {
     }
     expect(all).toHaveLength(40);
   });
+
+  it('while two publishers (on B and C, QoS 1 and 2) keep publishing, a subscriber hopping across nodes 8 times gets every message exactly once, in order', async () => {
+    const clientId = uniqueId('hopper');
+    const topic = `cl/hop-live/${clientId}`;
+    // The client's own QoS 2 state survives its reconnects (as a client with a persistent store's would);
+    // ending one connection must not close it for the next.
+    const incomingStore = new (class extends Store {
+      override close(cb?: () => void): this {
+        cb?.();
+        return this;
+      }
+    })();
+    const got: string[] = [];
+    let onMessage: () => void = () => undefined;
+    const session = { clientId, clean: false, protocolVersion: 5 as const, properties: { sessionExpiryInterval: 300 }, incomingStore };
+    const attach = (c: MqttClient) => {
+      c.on('message', (t, payload, packet) => {
+        if (t !== topic) return;
+        // QoS 1 is at least once: a message in flight when the connection was taken over comes again,
+        // marked DUP. Anything else arriving twice is a failure.
+        if (packet.qos === 1 && packet.dup && got.includes(payload.toString())) return;
+        got.push(payload.toString());
+        onMessage();
+      });
+      return c;
+    };
+    /** Resolves once `n` more messages than now arrived. */
+    const more = (n: number) => {
+      const target = got.length + n;
+      return new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`have ${got.length} of ${target} messages`)), 15_000);
+        onMessage = () => {
+          if (got.length < target) return;
+          clearTimeout(timer);
+          onMessage = () => undefined;
+          resolve();
+        };
+      });
+    };
+    let sub = attach(await nodeClient(cluster.node('A'), session));
+    await sub.subscribeAsync(topic, { qos: 2 });
+    const pubs = [await nodeClient(cluster.node('B'), { protocolVersion: 5 }), await nodeClient(cluster.node('C'), { protocolVersion: 4 })];
+    let stop = false;
+    const sent = [0, 0];
+    const publishing = pubs.map(async (p, k) => {
+      for (let i = 0; !stop && i < 20_000; i++) {
+        await p.publishAsync(topic, `${k}:${i}`, { qos: k === 0 ? 2 : 1 });
+        sent[k] = i + 1;
+      }
+    });
+    const hops = ['B', 'C', 'A', 'C', 'B', 'A', 'B', 'C'];
+    for (const node of hops) {
+      await more(20);
+      const next = attach(await nodeClient(cluster.node(node), session));
+      await sub.endAsync(true).catch(() => undefined);
+      sub = next;
+    }
+    await more(20);
+    stop = true;
+    await Promise.all(publishing);
+    const total = sent[0]! + sent[1]!;
+    if (got.length < total) await more(total - got.length);
+    for (let k = 0; k < 2; k++) {
+      const mine = got.filter((g) => g.startsWith(`${k}:`));
+      expect(mine).toEqual(Array.from({ length: sent[k]! }, (_, i) => `${k}:${i}`));
+    }
+    expect(got).toHaveLength(total);
+    const handoverWarnings = [...cluster.nodes.values()].flatMap((n) => n.logs.filter((l) => /handover/.test(l.msg)));
+    expect(handoverWarnings).toEqual([]);
+    await endClients([sub, ...pubs]);
+  }, 90_000);
 });

@@ -9,7 +9,7 @@ import { HUB, type ClaimResult, type DetachResult, type Envelope, type FromWorke
 import type { WorkerPool } from './worker-pool.ts';
 import type { HubMetrics } from './hub-metrics.ts';
 import { reasonInfo } from './disconnect-reasons.ts';
-import { Handovers } from './cluster/handovers.ts';
+import { SessionHandover } from './cluster/handover.ts';
 
 interface ConnRecord {
   workerId: number;
@@ -25,8 +25,10 @@ export class Hub {
   private readonly willTimers = new Set<NodeJS.Timeout>();
   /** Retained messages that belong to this node alone ($SYS statistics): never in the router. */
   private readonly localRetained = new Map<string, Message>();
-  /** Claims of this node waiting for another node to hand a session over. */
-  private readonly handovers = new Handovers();
+  /** Sessions moving between this node and others (claims across nodes). */
+  private readonly handover: SessionHandover;
+  /** Route announcements to the workers not yet acknowledged by all of them. */
+  private readonly announcing = new Set<Promise<void>>();
   private readonly config: Config;
   private readonly router: Router;
   private readonly log: Logger;
@@ -40,6 +42,17 @@ export class Hub {
     this.metrics = opts.metrics;
     this.mesh = new Mesh(HUB, (_from, batch) => this.toOtherNodes(batch));
     this.mesh.beforeAck = (op, filter, group) => this.nodeRoute(op, filter, group);
+    this.handover = new SessionHandover({
+      router: this.router,
+      log: this.log,
+      command: (workerId, cmd) => this.pool.command(workerId, cmd),
+      flush: (workerId) => this.mesh.flushNow(workerId),
+      routesSettled: () => Promise.all([...this.announcing]).then(() => undefined),
+      maxQueued: this.config.limits.maxQueued,
+      // A dead node never answers; its sessions are released once it is declared dead.
+      answerMs: Math.min(this.config.redis.nodeTtlMs, this.config.timeouts.requestMs / 2),
+      collectMs: this.config.timeouts.requestMs,
+    });
   }
 
   get nodeId(): string {
@@ -52,11 +65,9 @@ export class Hub {
       takeover: (clientId, owner, by) => {
         // Same-node takeovers are settled inside claim(); another node's claim ends ours here.
         if (by.nodeId === this.nodeId || owner.nodeId !== this.nodeId) return;
-        void this.handOver(clientId, owner, by);
+        void this.handover.takeover(clientId, owner, by);
       },
-      handedOver: (clientId, to, session) => {
-        if (!this.handovers.answer(clientId, to, session)) this.log.warn({ clientId }, 'session handed over after the claim stopped waiting');
-      },
+      handedOver: (signal) => this.handover.signal(signal),
       routesChanged: (filter: string, group: string, present: boolean) => this.remoteRouteChanged(filter, group, present),
       nodeDown: (nodeId: string) => void this.nodeDown(nodeId),
     } as Parameters<Router['start']>[0]);
@@ -118,6 +129,8 @@ export class Hub {
         return undefined;
       case 'forward':
         return this.toOtherNodes([req.envelope]);
+      case 'resumed':
+        return this.handover.resumed(workerId, this.owner(workerId, req.connId), req.clientId);
     }
   }
 
@@ -125,26 +138,19 @@ export class Hub {
   private async claim(workerId: number, clientId: string, connId: number, cleanStart: boolean, will: StoredWill | null): Promise<ClaimResult> {
     const owner = this.owner(workerId, connId);
     // Registered before the claim: the previous owner's node may answer before the claim's reply is here.
-    const handover = this.handovers.expect(clientId, owner);
+    const state = this.handover.expectState(clientId, owner);
     const claim = await this.router.claimSession(clientId, owner, cleanStart).catch((err: unknown) => {
-      handover.cancel();
+      state.cancel();
       throw err;
     });
     const result: ClaimResult = { session: null, queue: [], tookOver: false };
     const prev = claim.previous;
     const remote = prev !== undefined && prev.nodeId !== this.nodeId;
-    if (!remote) handover.cancel();
+    if (!remote) state.cancel();
     if (remote) {
-      // Held on another node: it detaches it and answers with its state. Its answer also orders its
-      // writes (the queue) before ours (a clean start's delete below).
-      const timeoutMs = this.handoverTimeoutMs();
-      const answer = await handover.wait(timeoutMs);
-      if (!answer.handed) this.log.warn({ clientId, from: prev.nodeId, waitedMs: timeoutMs }, 'session handover not answered; resuming the stored copy');
-      result.tookOver = true;
-      if (!cleanStart) {
-        result.session = (answer.handed ? answer.session : null) ?? claim.stored ?? null;
-        result.queue = await this.router.takeQueue(clientId);
-      }
+      // Held on another node: it answers with the session's state (cluster/handover.ts). Its answer also
+      // orders its writes (the queue) before ours (a clean start's delete below).
+      await this.handover.claimed(state.wait(), clientId, owner, prev, claim.stored, cleanStart, result);
     } else if (prev && this.pool.workers.has(prev.workerId)) {
       const d = await this.detach(prev, clientId, !cleanStart);
       result.tookOver = true;
@@ -166,25 +172,6 @@ export class Hub {
 
   private detach(owner: SessionOwner, clientId: string, keepSession: boolean): Promise<DetachResult> {
     return this.pool.command<DetachResult>(owner.workerId, { op: 'detach', clientId, connId: owner.connId, keepSession });
-  }
-
-  /** How long a claim waits for another node to hand a session over: a dead node never answers, and
-   *  its sessions are released once it is declared dead. */
-  private handoverTimeoutMs(): number {
-    return Math.min(this.config.redis.nodeTtlMs, this.config.timeouts.requestMs / 2);
-  }
-
-  /** Another node claimed a session of ours: detach it here (DISCONNECT 0x8E to a connected client),
-   *  queue its messages in the router, and answer that node with its state. Always answers. */
-  private async handOver(clientId: string, owner: SessionOwner, by: SessionOwner): Promise<void> {
-    let d: DetachResult = { session: null, queue: [] };
-    try {
-      d = await this.detach(owner, clientId, true);
-      if (d.queue.length > 0) await this.router.enqueue(clientId, d.queue, this.config.limits.maxQueued);
-    } catch (err) {
-      this.log.warn({ clientId, err: (err as Error).message }, 'detaching a session claimed elsewhere failed');
-    }
-    await this.router.handOver(clientId, by, d.session).catch((err: Error) => this.log.warn({ clientId, to: by.nodeId, err: err.message }, 'session handover failed'));
   }
 
   private scheduleWill(clientId: string, owner: SessionOwner, delayMs: number, cause: string): Promise<void> {
@@ -307,7 +294,9 @@ export class Hub {
   private remoteRouteChanged(filter: string, group: string, present: boolean): void {
     if (present) this.remoteGroups.add(filter, group);
     else this.remoteGroups.remove(filter, group);
-    void this.mesh.announce(present ? 'add' : 'remove', filter, group);
+    const announced = this.mesh.announce(present ? 'add' : 'remove', filter, group);
+    this.announcing.add(announced);
+    void announced.then(() => this.announcing.delete(announced));
   }
 
   /** Envelopes workers sent to the hub go to other nodes; groups served on this node are skipped there. */
@@ -351,5 +340,6 @@ export class Hub {
 
   stop(): void {
     for (const t of this.willTimers) clearTimeout(t);
+    this.handover.stop();
   }
 }

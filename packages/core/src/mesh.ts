@@ -187,6 +187,8 @@ export class Mesh {
         return true;
       case 'route': {
         const m = msg as Extract<MeshMessage, { t: 'route' }>;
+        // What this thread routed before learning of the change leaves before its acknowledgement does.
+        this.flush();
         const route = this.intern(m.from, m.group, m.filter);
         if (m.op === 'add') {
           if (!this.routes.has(m.filter, route)) {

@@ -35,6 +35,9 @@ export interface ClaimResult {
   session: StoredSession | null;
   queue: Message[];
   tookOver: boolean;
+  /** Moved from another node, which still collects messages for it: queue QoS 1/2 deliveries until the
+   *  hub merges those ('merge'), and tell the hub 'resumed' once the subscriptions are in place. */
+  hold?: boolean;
 }
 
 export interface ReleaseRequest {
@@ -55,6 +58,8 @@ export type HubRequest =
   | { op: 'will-publish'; clientId: string; connId: number; delayMs: number }
   | { op: 'will-clear'; clientId: string; connId: number }
   | { op: 'forward'; envelope: Envelope }
+  /** A session claimed with ClaimResult.hold has its subscriptions in place. */
+  | { op: 'resumed'; clientId: string; connId: number }
   /** Answered by the security service (auth/service.ts), not the hub. */
   | import('./auth/types.ts').SecurityRequest;
 
@@ -73,7 +78,14 @@ export interface DetachResult {
 }
 
 export type HubCommand =
-  | { op: 'detach'; clientId: string; connId: number; keepSession: boolean }
+  /** collect: another node claimed it: close the connection but keep the session subscribed, collecting
+   *  messages apart, until 'release-collected'. */
+  | { op: 'detach'; clientId: string; connId: number; keepSession: boolean; collect?: boolean }
+  /** Ends a collecting session: its queue is what arrived since the detach. */
+  | { op: 'release-collected'; clientId: string }
+  /** Ends the hold of a session moved from another node: `messages` (what that node collected) go first,
+   *  minus those that reached the session directly too. Answers false when no such session is held. */
+  | { op: 'merge'; clientId: string; messages: Message[] }
   | { op: 'adopt'; sessions: StoredSession[] }
   /** eventLoop false: leave out (and do not reset) the event-loop lag, for readers other than a scrape. */
   | { op: 'metrics'; eventLoop?: boolean }
@@ -86,7 +98,9 @@ export type HubCommand =
 export type ToWorker =
   | MeshMessage
   /** acceptedAt: epoch ms of the accept; the connect timeout counts from it, not from the hand-off. */
-  | { t: 'socket'; connId: number; socket: unknown; acceptedAt: number }
+  | { t: 'socket'; connId: number; socket: unknown; acceptedAt: number; listener?: import('./transports/config.ts').ListenerName }
+  /** SIGHUP: re-read the TLS certificate files. */
+  | { t: 'tls-reload' }
   | { t: 'peer'; workerId: number; port: MessagePort }
   | { t: 'peer-gone'; workerId: number }
   | { t: 'res'; id: number; value?: unknown; error?: string }

@@ -1,4 +1,4 @@
-import type { Message, SessionClaim, SessionOwner, StoredSession, StoredWill } from './types.ts';
+import type { HandoverSignal, Message, SessionClaim, SessionOwner, StoredSession, StoredWill } from './types.ts';
 
 /**
  * What a node needs to know from its router. The router calls these; the node (the main thread's hub)
@@ -10,10 +10,8 @@ export interface NodeHandlers {
   deliver(message: Message, groups: readonly string[], normal: boolean): void;
   /** A session owned by a connection of this node was claimed by a connection elsewhere: end it. */
   takeover(clientId: string, owner: SessionOwner, by: SessionOwner): void;
-  /** The node of a previous owner (another node) finished giving up the session that `to`, a connection
-   *  of this node, claimed: `session` is its state at that moment (null: it held none), its queue was
-   *  enqueued before this. Answers the takeover() the claim caused there. */
-  handedOver?(clientId: string, to: SessionOwner, session: StoredSession | null): void;
+  /** Another node sent a step of moving a session (Router.handOver). */
+  handedOver?(signal: HandoverSignal): void;
   /** A node died; this node was chosen (exactly one survivor is) to publish the wills of its clients:
    *  claim them with willsOf(nodeId) + claimWill. The dead node's routes are already gone and its
    *  sessions' owners released. A node restarting under the id of a previous life that left wills
@@ -64,9 +62,9 @@ export interface Router {
   /** Drops ownership if owner still holds it (a taken-over connection must not release the new one). */
   releaseSession(clientId: string, owner: SessionOwner): Promise<boolean>;
   saveSession(session: StoredSession): Promise<void>;
-  /** After takeover(): tells the claiming connection's node that this node gave the session up, with
-   *  its state (its queue enqueued first). Resolves once handed to the transport. */
-  handOver(clientId: string, to: SessionOwner, session: StoredSession | null): Promise<void>;
+  /** Sends a step of moving a session to another node (after takeover()). Resolves once handed to the
+   *  transport; a node's signals arrive in order, after the messages it published before them. */
+  handOver(nodeId: string, signal: HandoverSignal): Promise<void>;
   deleteSession(clientId: string): Promise<void>;
   /** Offline queue of a persistent session: bounded (the newest messages beyond limit are dropped);
    *  returns how many messages were dropped. Without a stored session every message is dropped. */

@@ -2,7 +2,7 @@ import type { NodeHandlers, Router } from './contract.ts';
 import { TopicTrie } from './trie.ts';
 import { topicMatches } from './topic.ts';
 import { sessionExpiresAt } from './session-expiry.ts';
-import type { Message, SessionClaim, SessionOwner, StoredSession, StoredWill } from './types.ts';
+import type { HandoverSignal, Message, SessionClaim, SessionOwner, StoredSession, StoredWill } from './types.ts';
 
 /** A route's value in the trie: '' for plain subscribers, the group name for shared subscriptions. */
 type RouteKey = string;
@@ -191,10 +191,10 @@ export class MemoryRouter implements Router {
     this.sessionEntry(session.clientId).stored = session;
   }
 
-  async handOver(clientId: string, to: SessionOwner, session: StoredSession | null): Promise<void> {
-    // Asynchronous like a network hop: never inside the caller's turn.
-    const node = this.cluster.nodes.get(to.nodeId);
-    if (node) setImmediate(() => node.handlers.handedOver?.(clientId, to, session));
+  async handOver(nodeId: string, signal: HandoverSignal): Promise<void> {
+    // Asynchronous like a network hop (deliver() is synchronous, so order with messages holds).
+    const node = this.cluster.nodes.get(nodeId);
+    if (node) setImmediate(() => node.handlers.handedOver?.(signal));
   }
 
   async deleteSession(clientId: string): Promise<void> {

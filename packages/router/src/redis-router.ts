@@ -30,7 +30,7 @@ import type { RedisKeys } from './redis-keys.ts';
 import { Membership } from './redis-membership.ts';
 import { sessionExpiresAt } from './session-expiry.ts';
 import { topicMatches } from './topic.ts';
-import type { Message, SessionClaim, SessionOwner, StoredSession, StoredWill } from './types.ts';
+import type { HandoverSignal, Message, SessionClaim, SessionOwner, StoredSession, StoredWill } from './types.ts';
 
 /** Pino-compatible: (bindings, message). */
 export interface RouterLogger {
@@ -424,11 +424,11 @@ export class RedisRouter extends EventEmitter implements Router {
     await this.command(() => runScript(this.cmd!, 'saveSession', keys, [toJson(session), session.clientId, expiresAt === undefined ? '' : Math.floor(expiresAt)]));
   }
 
-  async handOver(clientId: string, to: SessionOwner, session: StoredSession | null): Promise<void> {
-    // The session travels in the frame (JSON with byte arrays kept), not through the stored copy: saving
-    // it here would set an offline expiry on a session that is connected elsewhere now.
-    const frame = controlFrame(FRAME_HANDOVER, { c: clientId, t: ownerKey(to), s: session === null ? null : toJson(session) });
-    await this.command(() => this.cmd!.publish(this.keys.nodeChannel(to.nodeId), frame));
+  async handOver(nodeId: string, signal: HandoverSignal): Promise<void> {
+    // A session travels in the frame (JSON with byte arrays kept), not through the stored copy: saving
+    // it would set an offline expiry on a session that is connected elsewhere now. Published on the
+    // command connection, so it follows this node's deliveries.
+    await this.command(() => this.cmd!.publish(this.keys.nodeChannel(nodeId), Buffer.concat([Buffer.of(FRAME_HANDOVER), Buffer.from(toJson(signal))])));
   }
 
   async deleteSession(clientId: string): Promise<void> {
@@ -537,9 +537,8 @@ export class RedisRouter extends EventEmitter implements Router {
           break;
         }
         case FRAME_HANDOVER: {
-          const { c, t, s } = controlValue<{ c: string; t: string; s: string | null }>(message);
-          const session = s === null ? null : fromJson<StoredSession>(s);
-          this.callHandler('handedOver', (h) => h.handedOver?.(c, parseOwner(t), session));
+          const signal = fromJson<HandoverSignal>(message.toString('utf8', 1));
+          this.callHandler('handedOver', (h) => h.handedOver?.(signal));
           break;
         }
       }

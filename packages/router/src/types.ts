@@ -64,6 +64,26 @@ export interface StoredWill {
   dueAt?: number;
 }
 
+/**
+ * One step of moving a session between two nodes after a claim displaced a connection of another node.
+ * 'state': the previous owner's node closed its connection and sends the session's state (its queue
+ * enqueued first); it keeps the session subscribed, collecting. 'resumed': the claiming node has the
+ * session subscribed: the previous owner's node stops collecting (clean: drops it). 'tail': what it
+ * collected meanwhile is enqueued.
+ */
+export interface HandoverSignal {
+  step: 'state' | 'resumed' | 'tail';
+  clientId: string;
+  /** The connection that claimed the session. */
+  to: SessionOwner;
+  /** The connection it displaced. */
+  from: SessionOwner;
+  /** 'state': the session's state (null when that node held none). */
+  session?: StoredSession | null;
+  /** 'resumed': the claim had Clean Start: nothing to keep. */
+  clean?: boolean;
+}
+
 export interface SessionClaim {
   /** The owner this claim displaced (session takeover), if the session was connected elsewhere. */
   previous?: SessionOwner;

@@ -7,7 +7,7 @@
 
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { NodeHandlers, Router } from '../src/contract.ts';
-import type { Message, SessionOwner, StoredSession, StoredWill } from '../src/types.ts';
+import type { HandoverSignal, Message, SessionOwner, StoredSession, StoredWill } from '../src/types.ts';
 
 export interface ContractCluster {
   /** A router for node id (not started) on this cluster. */
@@ -25,7 +25,7 @@ export class Recorder implements NodeHandlers {
   readonly deliveries: Delivery[] = [];
   readonly takeovers: Array<{ clientId: string; owner: SessionOwner; by: SessionOwner }> = [];
   readonly downs: string[] = [];
-  readonly handovers: Array<{ clientId: string; to: SessionOwner; session: StoredSession | null }> = [];
+  readonly handovers: HandoverSignal[] = [];
   readonly changes: Array<{ filter: string; group: string; present: boolean }> = [];
   private readonly checks = new Set<() => void>();
 
@@ -39,8 +39,8 @@ export class Recorder implements NodeHandlers {
     this.poke();
   }
 
-  handedOver(clientId: string, to: SessionOwner, session: StoredSession | null): void {
-    this.handovers.push({ clientId, to, session });
+  handedOver(signal: HandoverSignal): void {
+    this.handovers.push(signal);
     this.poke();
   }
 
@@ -460,7 +460,7 @@ export function runRouterContract(name: string, makeCluster: () => Promise<Contr
         expect(b!.rec.takeovers).toHaveLength(1);
       });
 
-      it("handOver answers a takeover: the claiming node gets the session's state, to the claiming connection", async () => {
+      it('handOver signals reach the named node, in order, after the messages its sender published before them', async () => {
         const [a, b] = await nodes('A', 'B');
         await a!.router.claimSession('c1', owner('A', 1), false);
         await b!.router.claimSession('c1', owner('B', 2), false);
@@ -469,16 +469,21 @@ export function runRouterContract(name: string, makeCluster: () => Promise<Contr
         await a!.router.enqueue('c1', [msg('q/1')], 10); // no stored session yet: dropped
         await a!.router.saveSession(s);
         await a!.router.enqueue('c1', [msg('q/2')], 10);
-        await a!.router.handOver('c1', t.by, s);
+        await b!.router.addRoute('h/+');
+        const published = a!.router.publish(msg('h/1'));
+        await a!.router.handOver('B', { step: 'state', clientId: 'c1', to: t.by, from: t.owner, session: s });
+        await published;
         const h = await b!.rec.until(() => b!.rec.handovers[0], 'handover on B');
-        expect(h.clientId).toBe('c1');
-        expect(h.to).toEqual(owner('B', 2));
+        expect(b!.rec.delivered('h/1')).toHaveLength(1);
+        expect([h.step, h.clientId, h.to, h.from]).toEqual(['state', 'c1', owner('B', 2), owner('A', 1)]);
         expect(plainSession(h.session!)).toEqual(plainSession(s));
-        // The queue enqueued before the answer is there for the claimer.
+        // The queue enqueued before the signal is there for the claimer.
         expect((await b!.router.takeQueue('c1')).map((m) => m.topic)).toEqual(['q/2']);
-        await a!.router.handOver('c2', owner('B', 3), null);
-        expect(await b!.rec.until(() => b!.rec.handovers[1], 'second handover on B')).toEqual({ clientId: 'c2', to: owner('B', 3), session: null });
-        expect(a!.rec.handovers).toEqual([]);
+        await b!.router.handOver('A', { step: 'resumed', clientId: 'c1', to: t.by, from: t.owner, clean: false });
+        await a!.router.handOver('B', { step: 'tail', clientId: 'c1', to: t.by, from: t.owner });
+        expect((await a!.rec.until(() => a!.rec.handovers[0], 'resumed on A')).step).toBe('resumed');
+        expect((await b!.rec.until(() => b!.rec.handovers[1], 'tail on B')).step).toBe('tail');
+        expect(a!.rec.handovers).toHaveLength(1);
       });
 
       it('adoptSession takes only a stored session nobody owns', async () => {

@@ -17,6 +17,8 @@ export class WorkerContext {
   readonly log: Logger;
   readonly subs = new LocalSubscriptions();
   readonly sessions = new Map<string, Session>();
+  /** Sessions another node claimed, still subscribed and collecting until that node has taken over. */
+  readonly collecting = new Map<string, Session>();
   readonly connections = new Map<number, Connection>();
   readonly acl: Acl;
   readonly metrics: WorkerMetrics;

@@ -109,6 +109,12 @@ export function sendToSession(
     ctx.flow.afterWrite(conn);
     return;
   }
+  if (s.held) {
+    // Moving from another node: behind what that node collected for the session meanwhile.
+    if (s.queue.length + s.held.length >= ctx.config.limits.maxQueued) stats.dropped.queue_full++;
+    else s.held.push({ message: m, qos, retain, subscriptionIds: subIds });
+    return;
+  }
   if (!conn || !conn.ready || s.inflight.size >= conn.outboundWindow) {
     if (s.queue.length >= ctx.config.limits.maxQueued) {
       stats.dropped.queue_full++;

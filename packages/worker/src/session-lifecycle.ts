@@ -74,7 +74,7 @@ export function restoreSession(ctx: WorkerContext, stored: StoredSession, queue:
 }
 
 /** Gives up a session to another connection (hub command). Closes its connection if still open. */
-export function detachSession(ctx: WorkerContext, clientId: string, keepSession: boolean): DetachResult {
+export function detachSession(ctx: WorkerContext, clientId: string, keepSession: boolean, collect = false): DetachResult {
   const session = ctx.sessions.get(clientId);
   if (!session) return { session: null, queue: [] };
   if (session.conn) {
@@ -83,10 +83,61 @@ export function detachSession(ctx: WorkerContext, clientId: string, keepSession:
     session.conn.close('session_taken_over');
   }
   const stored = keepSession ? session.toStored() : null;
-  // Queued messages travel at the QoS they were granted (restoreSession reads message.qos) [MQTT-3.8.4-6].
-  const queue = keepSession ? session.queue.map((q) => (q.qos === q.message.qos ? q.message : { ...q.message, qos: q.qos })) : [];
+  const queue = keepSession ? queuedMessages(session) : [];
+  if (collect && keepSession) {
+    // Claimed on another node: stay subscribed until that node has the subscriptions in place, so
+    // nothing published meanwhile is lost; what arrives from now on is the tail (releaseCollected).
+    const previous = ctx.collecting.get(clientId);
+    if (previous) ctx.dropSession(previous);
+    ctx.sessions.delete(clientId);
+    session.queue.length = 0;
+    session.held = null;
+    ctx.collecting.set(clientId, session);
+    return { session: stored, queue };
+  }
   ctx.dropSession(session);
   return { session: stored, queue };
+}
+
+/** Queued messages travel at the QoS they were granted (restoreSession reads message.qos) [MQTT-3.8.4-6],
+ *  held ones after the rest. */
+function queuedMessages(session: Session): Message[] {
+  const all = session.held ? [...session.queue, ...session.held] : session.queue;
+  return all.map((q) => (q.qos === q.message.qos ? q.message : { ...q.message, qos: q.qos }));
+}
+
+/** Ends a collecting session (detachSession with collect): returns what it queued since. */
+export function releaseCollected(ctx: WorkerContext, clientId: string): DetachResult {
+  const session = ctx.collecting.get(clientId);
+  if (!session) return { session: null, queue: [] };
+  ctx.collecting.delete(clientId);
+  const queue = queuedMessages(session);
+  ctx.dropSession(session);
+  return { session: null, queue };
+}
+
+/** Same message, whichever way it came: publisher, receive time (high resolution) and topic. */
+function identity(m: Message): string {
+  return `${m.origin}\u0000${m.receivedAt}\u0000${m.topic}`;
+}
+
+/**
+ * Ends the hold of a session moved from another node: what that node collected meanwhile goes first (it
+ * was published before what reached the session here directly), without what reached both.
+ */
+export function mergeHandover(ctx: WorkerContext, clientId: string, collected: Message[]): boolean {
+  const session = ctx.sessions.get(clientId);
+  if (!session?.held) return false;
+  const held = session.held;
+  session.held = null;
+  const direct = new Set(held.map((q) => identity(q.message)));
+  for (const m of collected) {
+    if (direct.has(identity(m))) continue;
+    session.queue.push({ message: m, qos: m.qos === 2 ? 2 : 1, retain: false, subscriptionIds: null });
+  }
+  for (const q of held) session.queue.push(q);
+  drainQueue(ctx, session);
+  return true;
 }
 
 /** On resume: unacknowledged messages again with DUP [MQTT-4.4.0-1], PUBRELs again, then the queue. */

@@ -48,6 +48,9 @@ export class Session {
   readonly inflight = new Map<number, InflightOut>();
   readonly queue: QueuedOut[] = [];
   readonly inboundQos2 = new Set<number>();
+  /** Moving from another node: QoS 1/2 deliveries wait here, behind what that node collected meanwhile
+   *  (mergeHandover). Null otherwise. */
+  held: QueuedOut[] | null = null;
   /** Some in-flight entries wait to be resent (resumed with a smaller Receive Maximum than they fill). */
   hasUnsent = false;
   private nextId = 1;

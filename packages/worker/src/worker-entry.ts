@@ -8,8 +8,9 @@ import { WorkerContext } from './context.ts';
 import { deliverLocal, routeMessage } from './delivery.ts';
 import { HubClient } from './hub-client.ts';
 import { Mesh } from '@starling/core/mesh.ts';
-import { detachSession, expireSessions, restoreSession } from './session-lifecycle.ts';
+import { detachSession, expireSessions, mergeHandover, releaseCollected, restoreSession } from './session-lifecycle.ts';
 import { startSweep } from './sweep.ts';
+import { acceptSocket, reloadTls } from './transports/accept.ts';
 
 const data = workerData as WorkerData;
 const port = parentPort!;
@@ -32,7 +33,11 @@ mesh.syncDone = (from) => {
 async function runCommand(cmd: HubCommand): Promise<unknown> {
   switch (cmd.op) {
     case 'detach':
-      return detachSession(ctx, cmd.clientId, cmd.keepSession);
+      return detachSession(ctx, cmd.clientId, cmd.keepSession, cmd.collect === true);
+    case 'release-collected':
+      return releaseCollected(ctx, cmd.clientId);
+    case 'merge':
+      return mergeHandover(ctx, cmd.clientId, cmd.messages);
     case 'adopt':
       // Persistent sessions of a crashed worker continue here, offline, with their subscriptions.
       for (const stored of cmd.sessions) {
@@ -51,7 +56,7 @@ async function runCommand(cmd: HubCommand): Promise<unknown> {
       return undefined;
     case 'shutdown': {
       ctx.shuttingDown = true;
-      // Answer once the sockets are closed (client closes after DISCONNECT 0x8B, or close()'s 1 s guard
+      // Answer once the sockets are closed (client closes after DISCONNECT 0x8B, or timeouts.closeGraceMs
       // destroys it): terminating the thread earlier could cut the DISCONNECT and loses the last metrics.
       // The main thread bounds the wait by timeouts.shutdownMs.
       const closed: Array<Promise<unknown>> = [];
@@ -70,10 +75,13 @@ port.on('message', (msg: ToWorker) => {
   if (mesh.receive(HUB, msg as never)) return;
   switch (msg.t) {
     case 'socket': {
-      const conn = new Connection(ctx, msg.connId, msg.socket as Socket, msg.acceptedAt);
-      ctx.connections.set(msg.connId, conn);
+      // Plain TCP: a Connection at once; TLS, WebSocket, PROXY protocol: after their handshake (transports/).
+      acceptSocket(ctx, msg);
       return;
     }
+    case 'tls-reload':
+      reloadTls(ctx);
+      return;
     case 'peer':
       mesh.addPeer(msg.workerId, msg.port, true);
       mesh.syncTo(msg.workerId, ctx.subs.routes());

@@ -124,6 +124,8 @@ export function handleConnect(conn: Connection, packet: mqtt.IConnectPacket): vo
       let sessionPresent = false;
       if (claim.session && !cleanStart) {
         ({ session, routes } = restoreSession(ctx, claim.session, claim.queue));
+        // Moved from another node that still collects for it: new deliveries wait for that (mergeHandover).
+        if (claim.hold) session.held = [];
         session.protocolVersion = version;
         sessionPresent = true;
       } else session = new Session(clientId, version, expiry);
@@ -160,6 +162,7 @@ export function handleConnect(conn: Connection, packet: mqtt.IConnectPacket): vo
       ctx.metrics.connectAttempts.inc({ result: 'accepted' });
       conn.log.debug({ sessionPresent, tookOver: claim.tookOver }, 'connected');
       resendInflight(ctx, session);
+      if (claim.hold) ctx.hub.tell({ op: 'resumed', clientId, connId: conn.id });
       conn.flushBacklog();
     })
     .catch((err: Error) => {
