@@ -4,6 +4,7 @@ import os from 'node:os';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { aclSelectorShape, authSchema, securityLimitsShape } from './auth/config.ts';
+import { transportsShape } from './transports/config.ts';
 
 const port = z.number().int().min(0).max(65535);
 const positiveMs = z.number().int().min(1);
@@ -122,6 +123,7 @@ export const configSchema = z.object({
   /** What no matching ACL rule means: 'deny' makes the rules an allow-list ($SYS included). */
   aclDefault: z.enum(['allow', 'deny']).default('allow'),
   auth: authSchema,
+  ...transportsShape,
   /** For tests only: fault injection. Never set in production. */
   debug: z
     .object({

@@ -11,6 +11,7 @@ import type { MetricJSON } from './metric-json.ts';
 import { SysTopics } from './sys-topics.ts';
 import { Admission } from './auth/admission.ts';
 import { interceptSecurityRequest, SecurityService } from './auth/service.ts';
+import { TransportListeners } from './transports/listeners.ts';
 
 /** A running node: MQTT listener, session workers, hub, HTTP for metrics and probes. */
 export class Broker {
@@ -22,6 +23,8 @@ export class Broker {
   private readonly metrics: HubMetrics;
   private readonly sys: SysTopics;
   readonly security: SecurityService;
+  /** TLS and WebSocket listeners (transports/). */
+  readonly transports = new TransportListeners();
   private readonly admission: Admission;
   private listener: net.Server | null = null;
   private http: http.Server | null = null;
@@ -100,6 +103,17 @@ export class Broker {
       this.listener!.once('error', reject);
       this.listener!.listen(cfg.port, cfg.host, () => resolve());
     });
+    await this.transports.start(cfg, (socket, listener) => {
+      if (this.accepting && !this.admission.admit(socket)) return;
+      if (!this.accepting || !this.pool.assign(socket, listener)) {
+        this.metrics.connectionsRefused.inc({ reason: this.accepting ? 'no_worker' : 'shutting_down' });
+        socket.destroy();
+      }
+    }, this.log);
+    // SIGHUP: renewed certificates, re-read by every worker (the password file is the security service's).
+    this.security.hupListeners.push(() => {
+      for (const id of this.pool.workers.keys()) this.pool.send(id, { t: 'tls-reload' });
+    });
     this.accepting = true;
     this.log.info({ port: this.mqttPort, metricsPort: this.metricsPort, workers: cfg.workers, nodeId: cfg.nodeId }, 'starling listening');
   }
@@ -135,6 +149,7 @@ export class Broker {
     this.stopping ??= (async () => {
       this.accepting = false;
       this.listener?.close();
+      this.transports.close();
       this.sys.stop();
       if (this.config.timeouts.drainMs > 0) {
         // /readyz answers 503 from here: a load balancer takes the node out before clients are told to go.

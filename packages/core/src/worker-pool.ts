@@ -126,14 +126,14 @@ export class WorkerPool {
   }
 
   /** Hands a paused socket to the least-loaded ready worker; the main thread never reads it. */
-  assign(socket: Socket): boolean {
+  assign(socket: Socket, listener?: import('./transports/config.ts').ListenerName): boolean {
     let best: WorkerHandle | null = null;
     for (const w of this.workers.values()) if (w.ready && (!best || w.connections < best.connections)) best = w;
     if (!best) return false;
     const connId = this.nextConnId++;
     best.connections++;
     this.connOwner.set(connId, best.id);
-    best.worker.postMessage({ t: 'socket', connId, socket, acceptedAt: Date.now() } satisfies ToWorker, [socket as never]);
+    best.worker.postMessage({ t: 'socket', connId, socket, acceptedAt: Date.now(), ...(listener ? { listener } : {}) } satisfies ToWorker, [socket as never]);
     return true;
   }
 

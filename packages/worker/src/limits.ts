@@ -21,6 +21,7 @@ export function limitMetrics(): MetricJSON[] {
       'counter',
       KINDS.map((limit) => ({ labels: { limit }, value: limitStats[limit] })),
     ),
+    ...extraMetricSources.flatMap((source) => source()),
   ];
 }
 
@@ -101,3 +102,6 @@ export function subscribeLimitCode(conn: Connection, session: Session, fullFilte
   }
   return null;
 }
+
+/** Other worker-side metrics of the protection and transport modules, collected with the limits. */
+export const extraMetricSources: Array<() => MetricJSON[]> = [];
