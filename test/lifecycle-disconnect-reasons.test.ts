@@ -232,7 +232,8 @@ describe('disconnect reasons: counted once, logged once at the right level', () 
 
 describe('server_shutting_down (SIGTERM)', () => {
   it('sends v5 clients DISCONNECT 0x8B, counts server_shutting_down once per connection, logs it once, exits 0', async () => {
-    const broker = await startBroker({ workers: 2, args: ['--timeouts.connectMs', '1000'] });
+    // closeGraceMs 5 s: how long the broker waits for a peer that does not close its side.
+    const broker = await startBroker({ workers: 2, args: ['--timeouts.connectMs', '1000', '--timeouts.closeGraceMs', '5000'] });
     try {
       const raw = await RawClient.connect(broker.port, 5);
       const clientId = uniqueId('sigterm');
@@ -241,7 +242,7 @@ describe('server_shutting_down (SIGTERM)', () => {
       expect(broker.child.kill('SIGTERM')).toBe(true);
       const d = await raw.next<mqttPacket.IDisconnectPacket>('disconnect', 10_000);
       expect(d.reasonCode).toBe(0x8b);
-      // The client keeps its socket open: the broker waits for it (up to close()'s 1 s guard) before
+      // The client keeps its socket open: the broker waits for it (up to timeouts.closeGraceMs) before
       // stopping its workers, so their counters can still be read now.
       const after = await allDisconnects(broker);
       for (const [r, n] of after) expect(n - (before.get(r) ?? 0), r).toBe(r === 'server_shutting_down' ? 1 : 0);

@@ -45,6 +45,9 @@ export const configSchema = z.object({
       tcpKeepAliveMs: positiveMs.default(60_000),
       /** A worker's answer to a control request (session claim, retained lookup). */
       requestMs: positiveMs.default(10_000),
+      /** After the broker ends a connection, how long the peer has to close its side before the socket
+       *  is destroyed (a half-open peer never acknowledges the FIN). */
+      closeGraceMs: positiveMs.default(1000),
     })
     .prefault({}),
   keepalive: z

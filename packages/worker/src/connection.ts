@@ -256,8 +256,8 @@ export class Connection {
       this.socket.uncork();
     }
     this.socket.end();
-    // A half-open peer never acknowledges our FIN: do not wait for it.
-    setTimeout(() => this.socket.destroy(), 1000).unref();
+    // A half-open peer never acknowledges our FIN: do not wait for it longer than timeouts.closeGraceMs.
+    setTimeout(() => this.socket.destroy(), this.ctx.config.timeouts.closeGraceMs).unref();
     this.parser.removeAllListeners('packet');
     this.ctx.flow.release(this);
     this.ctx.connections.delete(this.id);
