@@ -187,10 +187,14 @@ export class Hub {
   /** Claims the will (exactly once cluster-wide) and publishes it, unless a newer connection replaced it. */
   private async publishWill(clientId: string, owner: SessionOwner | null, cause: string): Promise<void> {
     const will = await this.router.claimWill(clientId);
-    if (!will) return;
+    if (!will) {
+      this.log.debug({ clientId, cause }, 'will not published: cleared meanwhile');
+      return;
+    }
     if (owner && (will.owner.nodeId !== owner.nodeId || will.owner.workerId !== owner.workerId || will.owner.connId !== owner.connId)) {
       // Belongs to a newer connection: put it back.
       await this.router.setWill(will);
+      this.log.debug({ clientId, cause }, 'will not published: the client connected again');
       return;
     }
     await this.publish({ ...will.message, receivedAt: Date.now() });
@@ -265,7 +269,9 @@ export class Hub {
       return [];
     });
     for (const will of wills) {
-      await this.publishWill(will.clientId, null, 'node_down').catch((err: Error) => this.log.warn({ clientId: will.clientId, err: err.message }, 'will of dead node failed'));
+      // The Will Delay Interval counts from the end of the connection, which is about now. A client that
+      // reconnects meanwhile replaces the will (claim), and the owner check then leaves it alone.
+      await this.scheduleWill(will.clientId, will.owner, will.delayMs ?? 0, 'node_down').catch((err: Error) => this.log.warn({ clientId: will.clientId, err: err.message }, 'will of dead node failed'));
     }
     const { adopted, target } = await this.adoptOfflineSessions().catch((err: Error) => {
       this.log.warn({ dead: nodeId, err: err.message }, 'adopting the sessions of a dead node failed');

@@ -62,6 +62,9 @@ export interface StoredWill {
   message: Message;
   /** Epoch ms at which the will becomes due (Will Delay Interval), set when the connection ends. */
   dueAt?: number;
+  /** Will Delay Interval in ms (already capped by the Session Expiry Interval [MQTT-3.1.3-9]), for a node
+   *  publishing the will of a connection that ended with another node. */
+  delayMs?: number;
 }
 
 /**

@@ -106,7 +106,7 @@ export function handleConnect(conn: Connection, packet: mqtt.IConnectPacket): vo
     if (wp.messageExpiryInterval !== undefined) message.expiresAt = now + wp.messageExpiryInterval * 1000;
     conn.will = message;
     conn.willDelaySeconds = wp.willDelayInterval ?? 0;
-    willRecord = { clientId, owner: { nodeId: ctx.nodeId, workerId: ctx.workerId, connId: conn.id }, message };
+    willRecord = { clientId, owner: { nodeId: ctx.nodeId, workerId: ctx.workerId, connId: conn.id }, message, delayMs: Math.min(conn.willDelaySeconds, expiry) * 1000 };
   }
 
   conn.clientId = clientId;
