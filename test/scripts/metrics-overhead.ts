@@ -4,7 +4,7 @@
 // shared machine hits both alike. Prints each round, the median throughput of each, and the ratio.
 //
 //   pnpm exec node test/scripts/metrics-overhead.ts [--publishers 8] [--payload 64] [--seconds 5]
-//     [--rounds 3] [--warmup 1] [--workers 2] [--scrape-ms 1000]
+//     [--rounds 3] [--warmup 1] [--workers 2] [--scrape-ms 1000 (0: never scrape)]
 //
 // Throughput is messages delivered to the one subscriber per second (QoS 0 to a slow subscriber may be
 // dropped, so this is what the node sustains end to end). Loopback only; every loop is bounded in time.
@@ -32,7 +32,7 @@ const SCRAPE_MS = flag('scrape-ms', 1000);
 const BATCH = 128; // packets per write
 
 // Everything is bounded: a hard stop well past the planned duration.
-const planned = (2 * ROUNDS * (SECONDS + WARMUP + 10) + 120) * 1000;
+const planned = (2 * ROUNDS * (SECONDS + WARMUP + 15) + 120) * 1000;
 setTimeout(() => {
   process.stderr.write('metrics-overhead: took too long, giving up\n');
   process.exit(1);
@@ -122,14 +122,21 @@ async function round(broker: BrokerProcess, scrapeMetrics: boolean): Promise<{ r
   const load = await startLoad(broker.port);
   await sleep(WARMUP * 1000);
   let scrapes = 0;
-  let scraping = scrapeMetrics;
+  let scraping = scrapeMetrics && SCRAPE_MS > 0;
+  let wake: () => void = () => undefined;
   const scraper = (async () => {
     while (scraping) {
       const res = await fetch(`http://127.0.0.1:${broker.metricsPort}/metrics`);
       await res.text();
       if (!res.ok) throw new Error(`/metrics answered ${res.status}`);
       scrapes++;
-      await sleep(SCRAPE_MS);
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, SCRAPE_MS);
+        wake = () => {
+          clearTimeout(t);
+          resolve();
+        };
+      });
     }
   })();
   const startBytes = load.delivered();
@@ -140,6 +147,7 @@ async function round(broker: BrokerProcess, scrapeMetrics: boolean): Promise<{ r
   const cpu = cpuSeconds(broker.child.pid!) - cpu0;
   const elapsed = (performance.now() - t0) / 1000;
   scraping = false;
+  wake();
   await load.stop();
   await scraper;
   return { rate: messages / elapsed, cpuUs: (cpu / messages) * 1e6, scrapes };
@@ -152,30 +160,35 @@ const median = (xs: number[]): number => {
 };
 const fmt = (n: number): string => Math.round(n).toLocaleString('en-US');
 
+// --aa: both modes with metrics disabled, to see this machine's noise floor (expect a ratio near 1).
+const AA = process.argv.includes('--aa');
 const common = ['--sys.intervalMs', '0'];
-const enabled = await startBroker({ workers: WORKERS, logLevel: 'info', args: common });
-const disabled = await startBroker({ workers: WORKERS, logLevel: 'info', args: [...common, '--metrics.enabled', 'false'] });
+const argsFor = (mode: Mode): string[] => (mode === 'enabled' && !AA ? common : [...common, '--metrics.enabled', 'false']);
+type Mode = 'enabled' | 'disabled';
 console.log(
-  `metrics overhead: ${PUBLISHERS} publishers -> 1 subscriber, QoS 0, ${PAYLOAD}-byte payloads, ${WORKERS} workers, ` +
-    `${ROUNDS} rounds x ${SECONDS} s (+${WARMUP} s warm-up) per mode, /metrics scraped every ${SCRAPE_MS} ms when enabled`,
+  `metrics overhead${AA ? ' (A/A: metrics disabled in both)' : ''}: ${PUBLISHERS} publishers -> 1 subscriber, QoS 0, ` +
+    `${PAYLOAD}-byte payloads, ${WORKERS} workers, ${ROUNDS} rounds x ${SECONDS} s (+${WARMUP} s warm-up) per mode, ` +
+    `a fresh node per round, /metrics scraped every ${SCRAPE_MS} ms when enabled`,
 );
-const rates: Record<'enabled' | 'disabled', number[]> = { enabled: [], disabled: [] };
-const cpus: Record<'enabled' | 'disabled', number[]> = { enabled: [], disabled: [] };
-try {
-  for (let r = 0; r < ROUNDS; r++) {
-    const order: Array<'enabled' | 'disabled'> = r % 2 === 0 ? ['enabled', 'disabled'] : ['disabled', 'enabled'];
-    for (const mode of order) {
-      const res = await round(mode === 'enabled' ? enabled : disabled, mode === 'enabled');
+const rates: Record<Mode, number[]> = { enabled: [], disabled: [] };
+const cpus: Record<Mode, number[]> = { enabled: [], disabled: [] };
+for (let r = 0; r < ROUNDS; r++) {
+  const order: Mode[] = r % 2 === 0 ? ['enabled', 'disabled'] : ['disabled', 'enabled'];
+  for (const mode of order) {
+    // A fresh process each round: no mode keeps the advantage of a longer-lived (warmer) node.
+    const broker = await startBroker({ workers: WORKERS, logLevel: 'info', args: argsFor(mode) });
+    try {
+      const res = await round(broker, mode === 'enabled' && !AA);
       rates[mode].push(res.rate);
       cpus[mode].push(res.cpuUs);
       console.log(
         `  round ${r + 1} ${mode.padEnd(8)} ${fmt(res.rate).padStart(10)} msg/s  ${res.cpuUs.toFixed(2).padStart(6)} µs broker CPU/msg` +
-          (mode === 'enabled' ? `  (${res.scrapes} scrapes)` : ''),
+          (mode === 'enabled' && !AA ? `  (${res.scrapes} scrapes)` : ''),
       );
+    } finally {
+      await broker.stop();
     }
   }
-} finally {
-  await Promise.all([enabled.stop(), disabled.stop()]);
 }
 const on = median(rates.enabled);
 const off = median(rates.disabled);

@@ -48,6 +48,8 @@ export class Connection {
 
   /** Epoch ms of the last bytes received; keepalive counts from here. */
   lastSeen = Date.now();
+  /** When the bytes being parsed arrived: every PUBLISH in one chunk shares it (latency histogram). */
+  receivedAt = 0;
   /** Keepalive deadline in ms (1.5 × keepalive [MQTT-3.1.2-24]); 0 disables it. */
   keepaliveLimitMs = 0;
   readonly connectDeadline: number;
@@ -115,6 +117,7 @@ export class Connection {
 
   private readonly onData = (chunk: Buffer): void => {
     this.lastSeen = Date.now();
+    this.receivedAt = this.ctx.metrics.stamp(this.lastSeen);
     this.ctx.metrics.stats.bytesIn += chunk.length;
     this.parser.parse(chunk);
     // Refuse an oversized packet as soon as its header says so, before buffering its body [MQTT-3.2.2-?]/0x95.

@@ -27,9 +27,12 @@ export const CONNECT_RESULTS: readonly ConnectResult[] = [
   'malformed',
 ];
 
+/** This thread's start, epoch ms (a getter call each time if read from `performance`). */
+const ORIGIN = performance.timeOrigin;
+
 /** Epoch ms with sub-millisecond resolution, comparable across this process's threads. */
 export function preciseNow(): number {
-  return performance.timeOrigin + performance.now();
+  return ORIGIN + performance.now();
 }
 
 /** The event-loop monitor's timer period; a sample is this period plus the loop's delay. */
@@ -149,7 +152,7 @@ export class WorkerMetrics {
     this.loopDelay?.enable();
   }
 
-  /** receivedAt for a message received at `now` (Date.now()): sub-millisecond when metrics are on. */
+  /** Receive stamp for bytes read at `now` (Date.now()): sub-millisecond when metrics are on. */
   stamp(now: number): number {
     return this.enabled ? preciseNow() : now;
   }

@@ -120,7 +120,7 @@ export function handlePublish(conn: Connection, packet: mqtt.IPublishPacket): vo
     qos,
     retain: packet.retain,
     origin: session.clientId,
-    receivedAt: ctx.metrics.stamp(now),
+    receivedAt: conn.receivedAt,
   };
   const fwd = forwardedProperties(props);
   if (fwd) message.properties = fwd;
