@@ -61,7 +61,7 @@ describe('disconnect reasons: counted once, logged once at the right level', () 
   const cases: Array<{ reason: DisconnectReason; title: string; act: () => Promise<Outcome> }> = [
     {
       reason: 'normal',
-      title: 'DISCONNECT (v3.1.1)',
+      title: 'DISCONNECT (v3.1.1) [MQTT-3.14.4-3]',
       act: async () => {
         const c = await connected(4);
         c.raw.send({ cmd: 'disconnect' });
@@ -81,7 +81,7 @@ describe('disconnect reasons: counted once, logged once at the right level', () 
     },
     {
       reason: 'keepalive_timeout',
-      title: 'nothing within 1.5 × keepalive (v5 DISCONNECT 0x8D)',
+      title: 'nothing within 1.5 × keepalive (v5 DISCONNECT 0x8D) [MQTT-3.1.2-22]',
       act: async () => {
         const c = await connected(5, { keepalive: 1 });
         await expectDisconnect(c.raw, 0x8d);
@@ -118,7 +118,7 @@ describe('disconnect reasons: counted once, logged once at the right level', () 
     },
     {
       reason: 'malformed_packet',
-      title: 'malformed bytes (v5 DISCONNECT 0x81)',
+      title: 'malformed bytes (v5 DISCONNECT 0x81) [MQTT-4.13.1-1]',
       act: async () => {
         const c = await connected(5);
         c.raw.write(Buffer.from([0x80, 0x06, 0x00, 0x01, 0x00, 0x01, 0x61, 0x00])); // SUBSCRIBE with header flags 0000, not 0010
@@ -128,7 +128,7 @@ describe('disconnect reasons: counted once, logged once at the right level', () 
     },
     {
       reason: 'protocol_error',
-      title: 'a second CONNECT (v5 DISCONNECT 0x82)',
+      title: 'a second CONNECT (v5 DISCONNECT 0x82) [MQTT-3.1.0-2]',
       act: async () => {
         const c = await connected(5);
         c.raw.send({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 5, clientId: c.clientId, clean: true, keepalive: 60 });
@@ -138,7 +138,7 @@ describe('disconnect reasons: counted once, logged once at the right level', () 
     },
     {
       reason: 'packet_too_large',
-      title: `a packet above limits.maxPacketSize ${MAX_PACKET} (v5 DISCONNECT 0x95)`,
+      title: `a packet above limits.maxPacketSize ${MAX_PACKET} (v5 DISCONNECT 0x95) [MQTT-3.2.2-15]`,
       act: async () => {
         const c = await connected(5);
         c.raw.send({ cmd: 'publish', topic: 'reasons/big', payload: Buffer.alloc(MAX_PACKET * 2, 1), qos: 0, dup: false, retain: false });
@@ -158,7 +158,7 @@ describe('disconnect reasons: counted once, logged once at the right level', () 
     },
     {
       reason: 'topic_alias_invalid',
-      title: `a Topic Alias above Topic Alias Maximum ${TOPIC_ALIAS_MAXIMUM} (v5 DISCONNECT 0x94)`,
+      title: `a Topic Alias above Topic Alias Maximum ${TOPIC_ALIAS_MAXIMUM} (v5 DISCONNECT 0x94) [MQTT-3.2.2-17]`,
       act: async () => {
         const c = await connected(5);
         c.raw.send({ cmd: 'publish', topic: 'reasons/alias', payload: Buffer.from('x'), qos: 0, dup: false, retain: false, properties: { topicAlias: TOPIC_ALIAS_MAXIMUM + 1 } });
@@ -168,7 +168,7 @@ describe('disconnect reasons: counted once, logged once at the right level', () 
     },
     {
       reason: 'session_taken_over',
-      title: 'a new connection with the same client id (v5 DISCONNECT 0x8E)',
+      title: 'a new connection with the same client id (v5 DISCONNECT 0x8E) [MQTT-3.1.4-3]',
       act: async () => {
         const c = await connected(5);
         const newer = await RawClient.connect(broker.port, 5);

@@ -87,7 +87,7 @@ describe('wills', () => {
   });
 
   for (const version of [4, 5] as const) {
-    it(`is not published after DISCONNECT${version === 5 ? ' 0x00' : ''} (v${version === 5 ? '5' : '3.1.1'}) [MQTT-3.1.2-10]`, async () => {
+    it(`is not published after DISCONNECT${version === 5 ? ' 0x00' : ''} (v${version === 5 ? '5' : '3.1.1'}) [MQTT-3.1.2-10] [MQTT-3.14.4-3]`, async () => {
       const base = `will/${uniqueId()}`;
       const sub = await subscriber(broker.port, `${base}/#`);
       const c = await withWill(version, `${base}/a`, 'must-not-arrive');

@@ -19,7 +19,7 @@ describe('worker crash (debug.crashOnTopic)', () => {
     await broker.stop();
   });
 
-  it('ends the crashed worker’s connections (worker_crash), publishes their wills, keeps serving, counts one restart', async () => {
+  it('ends the crashed worker’s connections (worker_crash), publishes their wills [MQTT-3.1.2-8], keeps serving, counts one restart', async () => {
     const base = `crash/${uniqueId()}`;
     const sub = await subscriber(broker.port, `${base}/#`);
     const subWorker = await workerOf(broker, sub.client.options.clientId!);
