@@ -40,7 +40,9 @@ export class Hub {
     this.router = opts.router;
     this.log = opts.log;
     this.metrics = opts.metrics;
-    this.mesh = new Mesh(HUB, (_from, batch) => this.toOtherNodes(batch));
+    // QoS 0 to other nodes (QoS 1/2 come as 'forward' requests): at most once. One that cannot be routed
+    // (Redis away) is counted by the router (starling_redis_errors_total), not logged per message.
+    this.mesh = new Mesh(HUB, (_from, batch) => void this.toOtherNodes(batch).catch(() => undefined));
     this.mesh.beforeAck = (op, filter, group) => this.nodeRoute(op, filter, group);
     this.handover = new SessionHandover({
       router: this.router,
