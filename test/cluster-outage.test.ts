@@ -81,6 +81,10 @@ describe('cluster: Redis outage and recovery (2 nodes)', () => {
     for (let i = 0; i < 20; i++) rawA.send(publish(`${base}/remote`, `z${i}`, 0));
     rawA.send({ cmd: 'pingreq' });
     await rawA.next('pingresp');
+    // A new connection cannot claim its session cluster-wide: refused at once with 0x88 Server unavailable.
+    const late = await RawClient.connect(A.port, 5);
+    raws.push(late);
+    expect((await late.handshake({ clientId: uniqueId('late') })).reasonCode).toBe(0x88);
     // A subscription made during the outage is acknowledged (the route is registered when Redis is back).
     await subB.subscribeAsync(`${base}/during`, { qos: 1 });
 
@@ -102,6 +106,9 @@ describe('cluster: Redis outage and recovery (2 nodes)', () => {
     expect(logsMatching(A, /connection restored/)).toBe(1);
     expect(await metric(A, 'starling_redis_reconnects_total')).toBeGreaterThanOrEqual(1);
 
+    const again = await RawClient.connect(A.port, 5);
+    raws.push(again);
+    expect((await again.handshake({ clientId: uniqueId('again') })).reasonCode).toBe(0);
     // Cross-node publish/subscribe again, to a route from before the outage and one made during it.
     rawA.send(publish(`${base}/remote`, 'after', 1, 200));
     expect((await rawA.next<IPubackPacket>('puback', 5000, (p) => p.messageId === 200)).reasonCode ?? 0).toBe(0);
