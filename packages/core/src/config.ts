@@ -18,7 +18,7 @@ const aclRule = z.object({
 
 export const configSchema = z.object({
   /** Node id in a cluster; defaults to the Kubernetes pod name (HOSTNAME) or the host name. */
-  nodeId: z.string().min(1).default(process.env.POD_NAME ?? process.env.HOSTNAME ?? os.hostname()),
+  nodeId: z.string().min(1).default(process.env.POD_NAME || process.env.HOSTNAME || os.hostname()),
   host: z.string().default('0.0.0.0'),
   port: port.default(1883),
   /** Session worker threads. 2 measured best on a 2-core machine (docs/architecture.md). */
