@@ -150,3 +150,27 @@ describe('deny rules under default allow: wildcard subscriptions', () => {
     sub.destroy();
   });
 });
+
+describe('will topics need publish permission', () => {
+  let broker: BrokerProcess;
+  beforeAll(async () => {
+    broker = await startBroker({ args: ['--acl', JSON.stringify([{ action: 'publish', topic: 'locked/#', allow: false }])] });
+  });
+  afterAll(async () => {
+    await broker.stop();
+  });
+
+  it('a CONNECT whose will topic the client may not publish to is refused (0x87 / 0x05); $SYS wills too', async () => {
+    for (const [version, topic, expected] of [
+      [5, 'locked/will', 0x87],
+      [4, 'locked/will', 0x05],
+      [4, '$SYS/broker/fake', 0x05],
+      [5, 'open/will', 0],
+    ] as const) {
+      const raw = await RawClient.connect(broker.port, version);
+      const ack = await raw.handshake({ clientId: uniqueId('will'), will: { topic, payload: Buffer.from('bye'), qos: 0, retain: false } });
+      expect((version === 5 ? ack.reasonCode : ack.returnCode) ?? 0, `${topic} v${version}`).toBe(expected);
+      raw.destroy();
+    }
+  });
+});

@@ -105,7 +105,25 @@ export async function authenticateConnect(conn: Connection, packet: mqtt.IConnec
   }
   c.username = answer.username;
   c.acl = aclOf(ctx, answer.username, clientId);
+  if (packet.will && !(await mayPublishWill(conn, packet.will.topic))) {
+    // The will is published on the client's behalf later: it needs the client's publish permission now.
+    conn.log.info({ topic: packet.will.topic }, 'connect refused: will topic not authorized');
+    refuse(conn, 'not_authorized');
+    throw new ConnectRefused('will not authorized');
+  }
   if (ctx.config.auth.hookModule !== undefined) installAuthorizeGate(conn);
+}
+
+async function mayPublishWill(conn: Connection, topic: string): Promise<boolean> {
+  if (topic.startsWith('$SYS/')) return false;
+  if (conn.ctx.config.auth.hookModule !== undefined) {
+    const said = await conn.ctx.hub
+      .request<boolean | null>({ op: 'authorize', clientId: conn.clientId ?? '', username: conn.username, action: 'publish', topic } satisfies AuthorizeRequest)
+      .catch(() => false);
+    if (conn.state !== 'connecting') throw new ConnectRefused('connection ended during authorization');
+    if (said !== null) return said;
+  }
+  return conn.acl.empty || conn.acl.canPublish(topic);
 }
 
 // --- Hook authorization ----------------------------------------------------------------------------
