@@ -226,3 +226,63 @@ describe('PROXY protocol', () => {
     expect(metricValue(await scrape(broker.metricsPort), 'starling_transport_failures_total', { stage: 'proxy' })).toBe(1);
   });
 });
+
+describe('PROXY protocol in front of TLS and WebSocket', () => {
+  const tmp = tempDir();
+  const hookLog = path.join(tmp.dir, 'hook.log');
+  let pki: TestPki;
+  let broker: BrokerProcess;
+  beforeAll(async () => {
+    pki = makePki(tmp.dir);
+    broker = await startBroker({
+      args: [
+        '--tls.port', '0', '--tls.certFile', pki.serverCert, '--tls.keyFile', pki.serverKey, '--tls.proxyProtocol', 'true',
+        '--ws.port', '0', '--ws.proxyProtocol', 'true',
+        '--auth.hookModule', path.join(REPO_ROOT, 'test/fixtures/auth-hook.ts'),
+      ],
+      env: { AUTH_HOOK_LOG: hookLog },
+    });
+  });
+  afterAll(async () => {
+    await broker.stop();
+    tmp.cleanup();
+  });
+
+  it('the header comes first, then the TLS handshake or the HTTP upgrade; the hook sees the real address', async () => {
+    // TLS: header and ClientHello may arrive together.
+    const tcp = net.connect(listenerPort(broker, 'tls'), '127.0.0.1');
+    tcp.write(proxyV2('198.51.100.20', 5000));
+    const secure = tls.connect({ socket: tcp, ca: readFileSync(pki.caCert), servername: 'localhost' });
+    await new Promise((resolve, reject) => {
+      secure.once('secureConnect', resolve);
+      secure.once('error', reject);
+    });
+    const overTls = new RawClient(secure as unknown as net.Socket, 4);
+    expect((await overTls.handshake()).returnCode).toBe(0);
+    overTls.destroy();
+
+    const ws = new WebSocket(`ws://127.0.0.1:${listenerPort(broker, 'ws')}/mqtt`, ['mqtt'], {
+      createConnection: () => {
+        const s = net.connect(listenerPort(broker, 'ws'), '127.0.0.1');
+        s.write(proxyV1('203.0.113.21', 5001));
+        return s;
+      },
+    });
+    await new Promise((resolve, reject) => {
+      ws.once('open', resolve);
+      ws.once('error', reject);
+    });
+    const connack = new Promise<Buffer>((resolve) => ws.once('message', (d: Buffer) => resolve(d)));
+    ws.send(mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clientId: uniqueId('wspx'), clean: true, keepalive: 60 }));
+    expect([...(await connack)]).toEqual([0x20, 0x02, 0x00, 0x00]);
+    ws.close();
+
+    const addresses = readFileSync(hookLog, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { kind: string; address: string })
+      .filter((c) => c.kind === 'authenticate')
+      .map((c) => c.address);
+    expect(addresses).toEqual(['198.51.100.20', '203.0.113.21']);
+  });
+});
