@@ -144,6 +144,7 @@ export class Broker {
     const stuck = ids.filter((_, i) => !answers[i]);
     return stuck.length === 0 ? { ok: true, detail: `${ids.length} workers` } : { ok: false, detail: `workers not answering: ${stuck.join(', ')}` };
   }
+
   /** Stops accepting, tells v5 clients 0x8B Server shutting down, and closes within timeouts.shutdownMs. */
   stop(): Promise<void> {
     this.stopping ??= (async () => {
