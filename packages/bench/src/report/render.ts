@@ -204,14 +204,20 @@ export function markdown(doc: CompareFile, charts: string[]): string {
     out.push('## Charts', '');
     for (const c of charts) out.push(`![${c.replace('.svg', '')}](${c})`, '');
   }
-  const failed = doc.runs.filter((r) => r.error || r.noisy || (r.result?.errors.length ?? 0) > 0);
-  if (failed.length) {
-    out.push('## Errors and warnings', '');
-    for (const r of failed) {
-      const what = r.error ? r.error.split('\n')[0] : r.result!.errors.join('; ');
-      const noisy = r.noisy ? `other processes used ${fmtNum(r.result!.otherCores * 100)}% of a core (kept after ${r.attempts} attempts)` : '';
-      out.push(`- ${r.broker} ${r.spec} r${r.round + 1}: ${[what, noisy].filter(Boolean).join('; ')}`);
+  const noisy = doc.runs.filter((r) => r.noisy && r.result);
+  if (noisy.length) {
+    out.push('## Runs disturbed by other processes', '');
+    out.push(`${noisy.length} of ${doc.runs.length} runs had other processes using more than the allowed share of CPU during the window (kept after all attempts). CPU used by other processes, per run:`, '');
+    for (const spec of doc.specs) {
+      const mine = noisy.filter((r) => r.spec === spec);
+      if (mine.length) out.push(`- ${spec}: ${mine.map((r) => `${r.broker} r${r.round + 1} ${fmtNum(r.result!.otherCores * 100)}%`).join(', ')}`);
     }
+    out.push('');
+  }
+  const failed = doc.runs.filter((r) => r.error || (r.result?.errors.length ?? 0) > 0);
+  if (failed.length) {
+    out.push('## Errors', '');
+    for (const r of failed) out.push(`- ${r.broker} ${r.spec} r${r.round + 1}: ${r.error ? r.error.split('\n')[0] : r.result!.errors.join('; ')}`);
     out.push('');
   }
   return out.join('\n');
