@@ -4,7 +4,7 @@
 // shared machine hits both alike. Prints each round, the median throughput of each, and the ratio.
 //
 //   pnpm exec node test/scripts/metrics-overhead.ts [--publishers 8] [--payload 64] [--seconds 5]
-//     [--rounds 3] [--warmup 1] [--workers 2] [--scrape-ms 1000 (0: never scrape)]
+//     [--rounds 3] [--warmup 1] [--workers 2] [--scrape-ms 1000 (0: never scrape)] [--paired] [--aa]
 //
 // Throughput is messages delivered to the one subscriber per second (QoS 0 to a slow subscriber may be
 // dropped, so this is what the node sustains end to end). Loopback only; every loop is bounded in time.
@@ -117,40 +117,52 @@ async function startLoad(port: number): Promise<Load> {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** One round: warm up, then count deliveries over SECONDS (scraping /metrics meanwhile when enabled). */
-async function round(broker: BrokerProcess, scrapeMetrics: boolean): Promise<{ rate: number; cpuUs: number; scrapes: number }> {
-  const load = await startLoad(broker.port);
+interface Result {
+  rate: number;
+  cpuUs: number;
+  scrapes: number;
+}
+
+/**
+ * One round: warm up, then count deliveries over SECONDS (scraping /metrics meanwhile when asked).
+ * Several nodes are loaded at the same time over the same window (--paired).
+ */
+async function round(nodes: Array<{ broker: BrokerProcess; scrape: boolean }>): Promise<Result[]> {
+  const loads = await Promise.all(nodes.map((n) => startLoad(n.broker.port)));
   await sleep(WARMUP * 1000);
-  let scrapes = 0;
-  let scraping = scrapeMetrics && SCRAPE_MS > 0;
-  let wake: () => void = () => undefined;
-  const scraper = (async () => {
+  let scraping = true;
+  const wakes = new Set<() => void>();
+  const scrapes = nodes.map(() => 0);
+  const scrapers = nodes.map(async ({ broker, scrape }, i) => {
+    if (!scrape || SCRAPE_MS <= 0) return;
     while (scraping) {
       const res = await fetch(`http://127.0.0.1:${broker.metricsPort}/metrics`);
       await res.text();
       if (!res.ok) throw new Error(`/metrics answered ${res.status}`);
-      scrapes++;
+      scrapes[i]!++;
       await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, SCRAPE_MS);
-        wake = () => {
+        const wake = (): void => {
           clearTimeout(t);
+          wakes.delete(wake);
           resolve();
         };
+        const t = setTimeout(wake, SCRAPE_MS);
+        wakes.add(wake);
       });
     }
-  })();
-  const startBytes = load.delivered();
-  const cpu0 = cpuSeconds(broker.child.pid!);
+  });
+  const startBytes = loads.map((l) => l.delivered());
+  const cpu0 = nodes.map((n) => cpuSeconds(n.broker.child.pid!));
   const t0 = performance.now();
   await sleep(SECONDS * 1000);
-  const messages = (load.delivered() - startBytes) / load.packetSize;
-  const cpu = cpuSeconds(broker.child.pid!) - cpu0;
+  const messages = loads.map((l, i) => (l.delivered() - startBytes[i]!) / l.packetSize);
+  const cpu = nodes.map((n, i) => cpuSeconds(n.broker.child.pid!) - cpu0[i]!);
   const elapsed = (performance.now() - t0) / 1000;
   scraping = false;
-  wake();
-  await load.stop();
-  await scraper;
-  return { rate: messages / elapsed, cpuUs: (cpu / messages) * 1e6, scrapes };
+  for (const wake of [...wakes]) wake();
+  await Promise.all(loads.map((l) => l.stop()));
+  await Promise.all(scrapers);
+  return nodes.map((_, i) => ({ rate: messages[i]! / elapsed, cpuUs: (cpu[i]! / messages[i]!) * 1e6, scrapes: scrapes[i]! }));
 }
 
 const median = (xs: number[]): number => {
@@ -172,19 +184,35 @@ console.log(
 );
 const rates: Record<Mode, number[]> = { enabled: [], disabled: [] };
 const cpus: Record<Mode, number[]> = { enabled: [], disabled: [] };
+// --paired: both nodes run and are loaded at the same time in every round, so whatever else the
+// machine does hits both alike (each gets about the same CPU; the cheaper one delivers more).
+const PAIRED = process.argv.includes('--paired');
+const report = (r: number, mode: Mode, res: Result): void => {
+  rates[mode].push(res.rate);
+  cpus[mode].push(res.cpuUs);
+  console.log(
+    `  round ${r + 1} ${mode.padEnd(8)} ${fmt(res.rate).padStart(10)} msg/s  ${res.cpuUs.toFixed(2).padStart(6)} µs broker CPU/msg` +
+      (mode === 'enabled' && !AA ? `  (${res.scrapes} scrapes)` : ''),
+  );
+};
+if (PAIRED) console.log('  (paired: both modes loaded at the same time in each round)');
 for (let r = 0; r < ROUNDS; r++) {
   const order: Mode[] = r % 2 === 0 ? ['enabled', 'disabled'] : ['disabled', 'enabled'];
+  // A fresh process each round: no mode keeps the advantage of a longer-lived (warmer) node.
+  if (PAIRED) {
+    const brokers = await Promise.all(order.map((mode) => startBroker({ workers: WORKERS, logLevel: 'info', args: argsFor(mode) })));
+    try {
+      const results = await round(order.map((mode, i) => ({ broker: brokers[i]!, scrape: mode === 'enabled' && !AA })));
+      order.forEach((mode, i) => report(r, mode, results[i]!));
+    } finally {
+      await Promise.all(brokers.map((b) => b.stop()));
+    }
+    continue;
+  }
   for (const mode of order) {
-    // A fresh process each round: no mode keeps the advantage of a longer-lived (warmer) node.
     const broker = await startBroker({ workers: WORKERS, logLevel: 'info', args: argsFor(mode) });
     try {
-      const res = await round(broker, mode === 'enabled' && !AA);
-      rates[mode].push(res.rate);
-      cpus[mode].push(res.cpuUs);
-      console.log(
-        `  round ${r + 1} ${mode.padEnd(8)} ${fmt(res.rate).padStart(10)} msg/s  ${res.cpuUs.toFixed(2).padStart(6)} µs broker CPU/msg` +
-          (mode === 'enabled' && !AA ? `  (${res.scrapes} scrapes)` : ''),
-      );
+      report(r, mode, (await round([{ broker, scrape: mode === 'enabled' && !AA }]))[0]!);
     } finally {
       await broker.stop();
     }
