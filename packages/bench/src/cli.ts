@@ -36,7 +36,8 @@ options (defaults depend on the scenario; see docs/benchmarks.md):
   --connections N  --concurrency N  --connect-rate N  --keep  --settle S  --idle-subscribe
   --rounds N (3)  --brokers a,b,c  --cooldown S (1)  --out DIR (.bench-results)  --json  --quiet
   --max-background F (0.15)     wait before each run until the machine is less busy than this...
-  --background-wait S (60)      ...but no longer than this (the reading is stored with the result)
+  --background-wait S (60, single runs 10)  ...but no longer than this (the reading is stored)
+  --max-other F (0.3) --retries N (2)  compare: retry a run if other processes used more CPU than this
 `;
 
 async function main(argv: string[]): Promise<number> {
@@ -44,7 +45,7 @@ async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = cli.positionals;
   if (!command || cli.flags.help) {
     process.stdout.write(USAGE);
-    return command ? 0 : 1;
+    return cli.flags.help ? 0 : 1;
   }
   if (command === 'list') {
     process.stdout.write(`scenarios: ${SCENARIOS.join(', ')}\n`);
@@ -60,7 +61,8 @@ async function single(cli: Cli, spec: string, extra: string[]): Promise<number> 
   if (extra.length > 0) throw new Error(`unexpected arguments: ${extra.join(' ')}`);
   const { scenario, flags } = parseSpec(spec);
   const progress = new Progress(Boolean(cli.flags.quiet));
-  const background = await waitForBackground(cli, progress, spec);
+  // A single run waits less for a quiet machine than a compare does (see --background-wait).
+  const background = await waitForBackground({ ...cli, flags: { 'background-wait': '10', ...cli.flags } }, progress, spec);
   const brokerName = cli.flags.broker;
   const broker =
     typeof brokerName === 'string'
