@@ -3,9 +3,10 @@
 // resumable (and subscribed: messages published after the crash wait for the client on a survivor).
 import type { IConnackPacket, IPublishPacket } from 'mqtt-packet';
 import type { MqttClient } from 'mqtt';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import type { BrokerProcess } from './helpers/broker.ts';
 import { RawClient, uniqueId, type Received } from './helpers/clients.ts';
-import { endClients, fatalLines, metric, nodeClient, RedisServer, startCluster, waitForMetric, type Cluster } from './helpers/cluster.ts';
+import { endClients, keepLogsOnFailure, fatalLines, metric, nodeClient, RedisServer, startCluster, waitForMetric, type Cluster } from './helpers/cluster.ts';
 import { onTopic, record } from './helpers/receive.ts';
 
 let redis: RedisServer;
@@ -13,6 +14,10 @@ const clusters: Cluster[] = [];
 const clients: MqttClient[] = [];
 const raws: RawClient[] = [];
 
+/** This test's processes, kept after it (stopped) for the failure log dump. */
+const ended: BrokerProcess[] = [];
+keepLogsOnFailure(() => [...ended, ...clusters.flatMap((c) => c.all)]);
+beforeEach(() => void (ended.length = 0));
 beforeAll(async () => {
   redis = await RedisServer.start();
 });
@@ -20,6 +25,7 @@ afterEach(async () => {
   await endClients(clients.splice(0));
   for (const r of raws.splice(0)) r.destroy();
   for (const c of clusters.splice(0)) {
+    ended.push(...c.all);
     await c.stop();
     for (const n of c.nodes.values()) expect(fatalLines(n)).toEqual([]);
   }

@@ -4,10 +4,10 @@
 // its stale routes gone, its sessions resumable).
 import type { IConnackPacket, IPublishPacket } from 'mqtt-packet';
 import type { MqttClient } from 'mqtt';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { startBroker, type BrokerProcess } from './helpers/broker.ts';
 import { RawClient, uniqueId, type Received } from './helpers/clients.ts';
-import { endClients, FAST_MEMBERSHIP, fatalLines, freshPrefix, metric, nodeClient, RedisServer, startCluster, waitForMetric, waitForNodes, type Cluster } from './helpers/cluster.ts';
+import { endClients, keepLogsOnFailure, FAST_MEMBERSHIP, fatalLines, freshPrefix, metric, nodeClient, RedisServer, startCluster, waitForMetric, waitForNodes, type Cluster } from './helpers/cluster.ts';
 import { onTopic, record } from './helpers/receive.ts';
 
 let redis: RedisServer;
@@ -16,6 +16,10 @@ const extra: BrokerProcess[] = [];
 const clients: MqttClient[] = [];
 const raws: RawClient[] = [];
 
+/** This test's processes, kept after it (stopped) for the failure log dump. */
+const ended: BrokerProcess[] = [];
+keepLogsOnFailure(() => [...ended, ...clusters.flatMap((c) => c.all), ...extra]);
+beforeEach(() => void (ended.length = 0));
 beforeAll(async () => {
   redis = await RedisServer.start();
 });
@@ -23,10 +27,12 @@ afterEach(async () => {
   await endClients(clients.splice(0));
   for (const r of raws.splice(0)) r.destroy();
   for (const n of extra.splice(0)) {
+    ended.push(n);
     n.child.kill('SIGCONT');
     await n.stop();
   }
   for (const c of clusters.splice(0)) {
+    ended.push(...c.all);
     for (const n of c.nodes.values()) n.child.kill('SIGCONT');
     await c.stop();
     for (const n of c.nodes.values()) expect(fatalLines(n)).toEqual([]);
@@ -144,22 +150,21 @@ describe('cluster membership', () => {
     p.c.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: `${base}/p`, qos: 1 }], properties: {} } as never);
     await p.c.next('suback');
 
+    // Listening from before the crash: B may reap A and publish its wills while A restarts.
+    const wills: Received[] = [];
+    const allWills = new Promise<void>((resolve, reject) => {
+      watcher.on('message', (topic, payload, packet) => {
+        if (!topic.startsWith(`${base}/will/`)) return;
+        wills.push({ topic, payload, packet: packet as Received['packet'] });
+        if (wills.length === WILLS) resolve();
+      });
+      A.exited.then(() => setTimeout(() => reject(new Error(`${wills.length} of ${WILLS} wills`)), 30_000).unref(), reject);
+    });
     A.child.kill('SIGKILL');
     await A.exited;
     const A2 = await cl.start('A');
     // Whichever came first, B reaping A or A's new life finding its old wills: each will once.
-    const wills: Received[] = [];
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`${wills.length} of ${WILLS} wills`)), 15_000);
-      watcher.on('message', (topic, payload, packet) => {
-        if (!topic.startsWith(`${base}/will/`)) return;
-        wills.push({ topic, payload, packet: packet as Received['packet'] });
-        if (wills.length === WILLS) {
-          clearTimeout(timer);
-          resolve();
-        }
-      });
-    });
+    await allWills;
     expect(wills.map((w) => w.payload.toString()).sort()).toEqual(Array.from({ length: WILLS }, (_, i) => `w${i}`));
 
     // The new life's routes replaced the old ones in B's replica: a route of the new life, acknowledged

@@ -8,7 +8,7 @@ import type { MqttClient } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { BrokerProcess } from './helpers/broker.ts';
 import { RawClient, uniqueId } from './helpers/clients.ts';
-import { endClients, fatalLines, metric, nodeClient, RedisServer, startCluster, waitForMetric, type Cluster } from './helpers/cluster.ts';
+import { endClients, fatalLines, keepLogsOnFailure, metric, nodeClient, RedisServer, startCluster, waitForMetric, type Cluster } from './helpers/cluster.ts';
 import { onTopic, record } from './helpers/receive.ts';
 
 let redis: RedisServer;
@@ -16,6 +16,7 @@ let cluster: Cluster;
 const clients: MqttClient[] = [];
 const raws: RawClient[] = [];
 
+keepLogsOnFailure(() => cluster?.all ?? []);
 beforeAll(async () => {
   redis = await RedisServer.start();
   cluster = await startCluster(redis, ['A', 'B']);

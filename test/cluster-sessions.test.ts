@@ -6,7 +6,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { BrokerProcess } from './helpers/broker.ts';
 import { Store, type MqttClient } from 'mqtt';
 import { RawClient, uniqueId } from './helpers/clients.ts';
-import { endClients, fatalLines, metric, nodeClient, RedisServer, startCluster, waitForMetric, type Cluster } from './helpers/cluster.ts';
+import { endClients, fatalLines, keepLogsOnFailure, metric, nodeClient, RedisServer, startCluster, waitForMetric, type Cluster } from './helpers/cluster.ts';
 
 type Version = 4 | 5;
 
@@ -14,6 +14,7 @@ let redis: RedisServer;
 let cluster: Cluster;
 const raws: RawClient[] = [];
 
+keepLogsOnFailure(() => cluster?.all ?? []);
 beforeAll(async () => {
   redis = await RedisServer.start();
   cluster = await startCluster(redis, ['A', 'B', 'C']);

@@ -3,7 +3,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { MqttClient } from 'mqtt';
 import { uniqueId, type Received } from './helpers/clients.ts';
-import { endClients, fatalLines, nodeClient, RedisServer, startCluster, type Cluster } from './helpers/cluster.ts';
+import { endClients, fatalLines, keepLogsOnFailure, nodeClient, RedisServer, startCluster, type Cluster } from './helpers/cluster.ts';
 import { record, type Recorder } from './helpers/receive.ts';
 
 let redis: RedisServer;
@@ -16,6 +16,7 @@ async function client(nodeId: string): Promise<MqttClient> {
   return c;
 }
 
+keepLogsOnFailure(() => cluster?.all ?? []);
 beforeAll(async () => {
   redis = await RedisServer.start();
   cluster = await startCluster(redis, ['A', 'B', 'C']);

@@ -1,7 +1,11 @@
 // A cluster of real broker processes sharing one real redis-server (test/cluster-*.test.ts).
 // Each cluster gets its own key prefix, so several clusters (one per test) can share a redis-server.
-import type { IClientOptions, MqttClient } from 'mqtt';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import type { Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import type { IClientOptions, MqttClient } from 'mqtt';
+import { beforeEach } from 'vitest';
 import { RedisServer } from '../../packages/router/test/redis-server.ts';
 import { startBroker, type BrokerProcess, type LogLine } from './broker.ts';
 import { connectClient, uniqueId } from './clients.ts';
@@ -40,6 +44,8 @@ export interface Cluster {
   readonly redis: RedisServer;
   readonly keyPrefix: string;
   readonly nodes: Map<string, BrokerProcess>;
+  /** Every process started, restarted ones' previous lives included. */
+  readonly all: BrokerProcess[];
   node(id: string): BrokerProcess;
   /** Starts (or restarts) a node of this cluster under id. */
   start(id: string, opts?: { workers?: number; args?: string[] }): Promise<BrokerProcess>;
@@ -53,10 +59,12 @@ export interface Cluster {
 export async function startCluster(redis: RedisServer, ids: string[], opts: { workers?: number; args?: string[] } = {}): Promise<Cluster> {
   const keyPrefix = freshPrefix();
   const nodes = new Map<string, BrokerProcess>();
+  const all: BrokerProcess[] = [];
   const cluster: Cluster = {
     redis,
     keyPrefix,
     nodes,
+    all,
     node(id) {
       const n = nodes.get(id);
       if (!n) throw new Error(`no node ${id}`);
@@ -65,6 +73,7 @@ export async function startCluster(redis: RedisServer, ids: string[], opts: { wo
     async start(id, o = {}) {
       const broker = await startNode({ nodeId: id, redisUrl: redis.url, keyPrefix, workers: o.workers ?? opts.workers, args: [...(opts.args ?? []), ...(o.args ?? [])] });
       nodes.set(id, broker);
+      all.push(broker);
       return broker;
     },
     async stop() {
@@ -120,4 +129,24 @@ export async function nodeClient(node: BrokerProcess, opts: IClientOptions = {})
   const c = await connectClient(node.port, { protocolVersion: 5, clientId: uniqueId('cl'), ...opts });
   (c.stream as unknown as Socket).setNoDelay?.(true);
   return c;
+}
+
+/**
+ * When a test of the calling file fails, writes every node's log lines (as the broker printed them) to
+ * $TMPDIR/starling-cluster-logs/<test>/<node>.log and says where: cross-process failures are hard to
+ * read from an assertion alone.
+ */
+export function keepLogsOnFailure(nodes: () => Iterable<BrokerProcess>): void {
+  beforeEach(({ onTestFailed, task }) => {
+    onTestFailed(() => {
+      const dir = path.join(tmpdir(), 'starling-cluster-logs', `${task.name.replace(/[^\w.-]+/g, '_').slice(0, 80)}-${process.pid}`);
+      mkdirSync(dir, { recursive: true });
+      let i = 0;
+      for (const n of nodes()) {
+        const id = String(n.logs.find((l) => l.msg === 'starling listening')?.nodeId ?? `node${i}`);
+        writeFileSync(path.join(dir, `${id}-${i++}.log`), [...n.logs.map((l) => JSON.stringify(l)), ...n.stderr].join('\n') + '\n');
+      }
+      console.error(`cluster node logs: ${dir}`);
+    });
+  });
 }

@@ -51,9 +51,11 @@ export class Hub {
       flush: (workerId) => this.mesh.flushNow(workerId),
       routesSettled: () => Promise.all([...this.announcing]).then(() => undefined),
       maxQueued: this.config.limits.maxQueued,
-      // A dead node never answers; its sessions are released once it is declared dead.
-      answerMs: Math.min(this.config.redis.nodeTtlMs, this.config.timeouts.requestMs / 2),
-      collectMs: this.config.timeouts.requestMs,
+      // A dead node never answers: waits end when it is no longer live (missed heartbeats), within the
+      // worker's own wait for the claim.
+      answerMs: this.config.timeouts.requestMs / 2,
+      // The claimer says 'resumed' once its worker restored the session, within its claim's wait.
+      collectMs: this.config.timeouts.requestMs * 1.5,
     });
   }
 
@@ -152,7 +154,7 @@ export class Hub {
     if (remote) {
       // Held on another node: it answers with the session's state (cluster/handover.ts). Its answer also
       // orders its writes (the queue) before ours (a clean start's delete below).
-      await this.handover.claimed(state.wait(), clientId, owner, prev, claim.stored, cleanStart, result);
+      await this.handover.claimed(state.wait, clientId, owner, prev, claim.stored, cleanStart, result);
     } else if (prev && this.pool.workers.has(prev.workerId)) {
       const d = await this.detach(prev, clientId, !cleanStart);
       result.tookOver = true;

@@ -40,6 +40,9 @@ export interface Router {
    *  Resolves once every live node will route matching messages here. */
   addRoute(filter: string, group?: string): Promise<void>;
   removeRoute(filter: string, group?: string): Promise<void>;
+  /** Whether nodeId is a live member as far as this node knows: false once it missed its heartbeats,
+   *  was declared dead or left. */
+  isLive?(nodeId: string): boolean;
   /** Whether any other node has a route matching topic. Synchronous: answered from a local replica. */
   hasRemoteRoute(topic: string): boolean;
   /** Delivers message to every other node with a matching route (one node per shared group), never to
@@ -63,7 +66,8 @@ export interface Router {
   releaseSession(clientId: string, owner: SessionOwner): Promise<boolean>;
   saveSession(session: StoredSession): Promise<void>;
   /** Sends a step of moving a session to another node (after takeover()). Resolves once handed to the
-   *  transport; a node's signals arrive in order, after the messages it published before them. */
+   *  transport. On one Redis (or Sentinel), a node's signals arrive after the messages it published
+   *  before them; Redis Cluster may reorder them. */
   handOver(nodeId: string, signal: HandoverSignal): Promise<void>;
   deleteSession(clientId: string): Promise<void>;
   /** Offline queue of a persistent session: bounded (the newest messages beyond limit are dropped);

@@ -93,6 +93,10 @@ export class MemoryRouter implements Router {
     }
   }
 
+  isLive(nodeId: string): boolean {
+    return this.cluster.nodes.has(nodeId);
+  }
+
   hasRemoteRoute(topic: string): boolean {
     for (const [id, node] of this.cluster.nodes) if (id !== this.nodeId && node.routes.matchesAny(topic)) return true;
     return false;

@@ -240,6 +240,10 @@ export class RedisRouter extends EventEmitter implements Router {
     return this.queueRouteOp(`-${member}`);
   }
 
+  isLive(nodeId: string): boolean {
+    return nodeId === this.nodeId || this.live.has(nodeId);
+  }
+
   hasRemoteRoute(topic: string): boolean {
     return this.replica.hasMatch(topic);
   }

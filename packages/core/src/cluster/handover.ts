@@ -28,13 +28,17 @@ export interface HandoverDeps {
   /** Resolves once this node's workers know every remote route this node has heard of. */
   routesSettled(): Promise<void>;
   maxQueued: number;
-  /** How long the claimer waits for each answer. */
+  /** How long the claimer waits for each answer at most; it stops earlier once the other node is not
+   *  live any more (Router.isLive). */
   answerMs: number;
   /** How long a collecting session waits for 'resumed'. */
   collectMs: number;
 }
 
 type Step = HandoverSignal['step'];
+
+/** How often a wait for another node's answer looks at whether that node is still live. */
+const LIVENESS_CHECK_MS = 250;
 
 function key(step: Step, clientId: string, to: SessionOwner): string {
   return `${step}\u0000${clientId}\u0000${to.workerId}\u0000${to.connId}`;
@@ -59,18 +63,23 @@ export class SessionHandover {
   // ---- claiming side ----
 
   /** Call before claimSession: the 'state' answer may arrive before the claim's reply. */
-  expectState(clientId: string, to: SessionOwner): { wait(): Promise<HandoverSignal | null>; cancel(): void } {
+  expectState(clientId: string, to: SessionOwner): { wait(from: string): Promise<HandoverSignal | null>; cancel(): void } {
     return this.expect('state', clientId, to);
+  }
+
+  /** The previous owner's node answers unless it died: its liveness is checked while waiting. */
+  private alive(nodeId: string): boolean {
+    return this.deps.router.isLive?.(nodeId) ?? true;
   }
 
   /**
    * After a claim that displaced `from` on another node: waits for its state and fills the result.
    * Without an answer in time the stored copy is resumed (the claim's own reply).
    */
-  async claimed(state: Promise<HandoverSignal | null>, clientId: string, to: SessionOwner, from: SessionOwner, stored: StoredSession | undefined, cleanStart: boolean, result: ClaimResult): Promise<void> {
-    const answer = await state;
+  async claimed(state: (from: string) => Promise<HandoverSignal | null>, clientId: string, to: SessionOwner, from: SessionOwner, stored: StoredSession | undefined, cleanStart: boolean, result: ClaimResult): Promise<void> {
+    const answer = await state(from.nodeId);
     result.tookOver = true;
-    if (!answer) this.deps.log.warn({ clientId, from: from.nodeId, waitedMs: this.deps.answerMs }, 'session handover not answered; resuming the stored copy');
+    if (!answer) this.deps.log.warn({ clientId, from: from.nodeId, maxWaitMs: this.deps.answerMs }, 'session handover not answered; resuming the stored copy');
     if (cleanStart) {
       // Nothing to keep: the previous node drops what it collects.
       if (answer) this.send(from.nodeId, { step: 'resumed', clientId, to, from, clean: true });
@@ -95,9 +104,9 @@ export class SessionHandover {
     this.resuming.delete(k);
     const tail = this.expect('tail', clientId, to);
     this.send(from.nodeId, { step: 'resumed', clientId, to, from, clean: false });
-    const answer = await tail.wait();
+    const answer = await tail.wait(from.nodeId);
     const messages = answer ? await this.deps.router.takeQueue(clientId).catch(() => []) : [];
-    if (!answer) this.deps.log.warn({ clientId, from: from.nodeId, waitedMs: this.deps.answerMs }, 'session handover: no tail from the previous node');
+    if (!answer) this.deps.log.warn({ clientId, from: from.nodeId, maxWaitMs: this.deps.answerMs }, 'session handover: no tail from the previous node');
     // Deliveries already on their way to the worker go first: they are held there, then deduplicated.
     this.deps.flush(workerId);
     const merged = await this.deps.command<boolean>(workerId, { op: 'merge', clientId, messages }).catch(() => false);
@@ -172,16 +181,19 @@ export class SessionHandover {
     this.deps.router.handOver(nodeId, signal).catch((err: Error) => this.deps.log.warn({ clientId: signal.clientId, step: signal.step, to: nodeId, err: err.message }, 'session handover signal failed'));
   }
 
-  /** Registers a wait for one signal; wait() resolves with it, or null after answerMs. */
-  private expect(step: Step, clientId: string, to: SessionOwner): { wait(): Promise<HandoverSignal | null>; cancel(): void } {
+  /** Registers a wait for one signal; wait(from) resolves with it, or null after answerMs or once
+   *  node `from` is not live. */
+  private expect(step: Step, clientId: string, to: SessionOwner): { wait(from: string): Promise<HandoverSignal | null>; cancel(): void } {
     const k = key(step, clientId, to);
     let timer: NodeJS.Timeout | undefined;
+    let check: NodeJS.Timeout | undefined;
     let done = false;
     let settle!: (s: HandoverSignal | null) => void;
     const answered = new Promise<HandoverSignal | null>((resolve) => {
       settle = (s) => {
         done = true;
         clearTimeout(timer);
+        clearInterval(check);
         if (this.waiting.get(k) === entry) this.waiting.delete(k);
         resolve(s);
       };
@@ -189,8 +201,11 @@ export class SessionHandover {
     const entry: Waiting = { settle };
     this.waiting.set(k, entry);
     return {
-      wait: () => {
-        if (!done) timer = setTimeout(() => settle(null), this.deps.answerMs);
+      wait: (from) => {
+        if (!done) {
+          timer = setTimeout(() => settle(null), this.deps.answerMs);
+          check = setInterval(() => this.alive(from) || settle(null), LIVENESS_CHECK_MS);
+        }
         return answered;
       },
       cancel: () => settle(null),
