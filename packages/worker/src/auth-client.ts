@@ -105,18 +105,19 @@ export async function authenticateConnect(conn: Connection, packet: mqtt.IConnec
   }
   c.username = answer.username;
   c.acl = aclOf(ctx, answer.username, clientId);
-  if (packet.will && !(await mayPublishWill(conn, packet.will.topic))) {
+  const hookAuthorizes = answer.hookAuthorizes === true;
+  if (packet.will && !(await mayPublishWill(conn, packet.will.topic, hookAuthorizes))) {
     // The will is published on the client's behalf later: it needs the client's publish permission now.
     conn.log.info({ topic: packet.will.topic }, 'connect refused: will topic not authorized');
     refuse(conn, 'not_authorized');
     throw new ConnectRefused('will not authorized');
   }
-  if (ctx.config.auth.hookModule !== undefined) installAuthorizeGate(conn);
+  if (hookAuthorizes) installAuthorizeGate(conn);
 }
 
-async function mayPublishWill(conn: Connection, topic: string): Promise<boolean> {
+async function mayPublishWill(conn: Connection, topic: string, hookAuthorizes: boolean): Promise<boolean> {
   if (topic.startsWith('$SYS/')) return false;
-  if (conn.ctx.config.auth.hookModule !== undefined) {
+  if (hookAuthorizes) {
     const said = await conn.ctx.hub
       .request<boolean | null>({ op: 'authorize', clientId: conn.clientId ?? '', username: conn.username, action: 'publish', topic } satisfies AuthorizeRequest)
       .catch(() => false);
@@ -142,16 +143,21 @@ export function hookDecision(conn: Connection, action: 'publish' | 'subscribe', 
 
 /** Whether the ACL (and hook) lets this connection publish to the topic. */
 export function mayPublish(conn: Connection, topic: string): boolean {
-  const said = hookDecision(conn, 'publish', topic);
-  if (said !== null) return said;
-  const acl = (conn as { acl: ClientAcl }).acl;
+  // The publish path: without a hook (no gate) and without rules this is two field reads.
+  if (conn.gate !== null) {
+    const said = hookDecision(conn, 'publish', topic);
+    if (said !== null) return said;
+  }
+  const acl = conn.acl;
   return acl.empty || acl.canPublish(topic);
 }
 
 export function maySubscribe(conn: Connection, filter: string): boolean {
-  const said = hookDecision(conn, 'subscribe', filter);
-  if (said !== null) return said;
-  const acl = (conn as { acl: ClientAcl }).acl;
+  if (conn.gate !== null) {
+    const said = hookDecision(conn, 'subscribe', filter);
+    if (said !== null) return said;
+  }
+  const acl = conn.acl;
   return acl.empty || acl.canSubscribe(filter);
 }
 

@@ -187,6 +187,7 @@ export class SecurityService {
   async authenticate(req: AuthenticateRequest): Promise<AuthenticateAnswer> {
     const answer = await this.decide(req);
     this.checks.inc({ result: answer.result });
+    if (answer.result === 'ok' && this.hasAuthorizeHook) answer.hookAuthorizes = true;
     return answer;
   }
 

@@ -19,6 +19,8 @@ export interface AuthenticateAnswer {
   username: string | null;
   /** Refused without checking: too many recent failures from this address. */
   rateLimited?: boolean;
+  /** The hook module exports authorize(): PUBLISH/SUBSCRIBE decisions go through it. */
+  hookAuthorizes?: boolean;
 }
 
 /** Asks the hook module's authorize(); answered true/false, or null when the hook has no opinion. */
