@@ -3,6 +3,7 @@
 // test (test/fuzz-packets.test.ts) and the long run (test/scripts/fuzz.ts).
 import net from 'node:net';
 import fc from 'fast-check';
+import WebSocket from 'ws';
 import mqttPacket, { type Packet } from 'mqtt-packet';
 
 export type Version = 3 | 4 | 5;
@@ -179,6 +180,59 @@ let caseSeq = 0;
 export interface CaseOutcome {
   answered: boolean;
   closed: boolean;
+}
+
+/**
+ * The same case over MQTT-over-WebSocket: each chunk one binary frame (an MQTT packet may span frames,
+ * a frame may hold several packets).
+ */
+export async function runWsCase(port: number, c: FuzzCase, timeoutMs = 8000, path = '/mqtt'): Promise<CaseOutcome> {
+  const ws = new WebSocket(`ws://127.0.0.1:${port}${path}`, ['mqtt']);
+  let answered = false;
+  let closed = false;
+  let settle: () => void = () => undefined;
+  let done = new Promise<void>((resolve) => (settle = resolve));
+  ws.on('message', () => {
+    answered = true;
+    settle();
+  });
+  ws.on('error', () => undefined);
+  ws.on('close', () => {
+    closed = true;
+    settle();
+  });
+  const opened = await new Promise<boolean>((resolve) => {
+    ws.once('open', () => resolve(true));
+    ws.once('close', () => resolve(false));
+  });
+  if (!opened) return { answered, closed: true };
+  const wait = async (): Promise<void> => {
+    let t: NodeJS.Timeout | undefined;
+    await Promise.race([done, new Promise<void>((r) => (t = setTimeout(r, timeoutMs)))]);
+    clearTimeout(t);
+  };
+  if (c.connectFirst) {
+    ws.send(mqttPacket.generate({ cmd: 'connect', protocolId: c.version === 3 ? 'MQIsdp' : 'MQTT', protocolVersion: c.version, clientId: `fuzzws-${process.pid}-${++caseSeq}`, clean: true, keepalive: 1 }, { protocolVersion: c.version }));
+    await wait();
+    if (closed || !answered) {
+      ws.terminate();
+      return { answered, closed };
+    }
+    answered = false;
+    done = new Promise<void>((resolve) => (settle = resolve));
+  }
+  let off = 0;
+  for (const size of c.splits) {
+    if (off >= c.bytes.length || closed) break;
+    ws.send(c.bytes.subarray(off, off + size));
+    off += size;
+    await new Promise((r) => setImmediate(r));
+  }
+  if (off < c.bytes.length && !closed) ws.send(c.bytes.subarray(off));
+  await wait();
+  if (answered && !closed) await new Promise((r) => setTimeout(r, 50));
+  ws.terminate();
+  return { answered, closed };
 }
 
 /**

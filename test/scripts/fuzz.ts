@@ -1,9 +1,10 @@
-// Long fuzz run against a real broker: `node test/scripts/fuzz.ts [--cases 5000] [--seconds 300] [--seed N] [--concurrency 20]`.
+// Long fuzz run against a real broker: `node test/scripts/fuzz.ts [--cases 5000] [--seconds 300] [--seed N] [--concurrency 20] [--ws]`
+// (--ws: over MQTT-over-WebSocket).
 // Bounded in count and time; loopback only. Exits 1 if the broker died, a canary round trip failed,
 // a connection was neither answered nor closed, or the broker logged a handler failure / worker crash.
 import fc from 'fast-check';
 import { startBroker } from '../helpers/broker.ts';
-import { Canary, fuzzCaseArb, runCase, type FuzzCase } from '../helpers/fuzz.ts';
+import { Canary, fuzzCaseArb, runCase, runWsCase, type FuzzCase } from '../helpers/fuzz.ts';
 
 function arg(name: string, def: number): number {
   const i = process.argv.indexOf(`--${name}`);
@@ -15,7 +16,10 @@ const seconds = Math.min(arg('seconds', 300), 3600);
 const seed = arg('seed', Date.now() % 2 ** 31);
 const concurrency = Math.max(1, Math.min(arg('concurrency', 20), 200));
 
-const broker = await startBroker({ args: ['--timeouts.connectMs', '1000'], logLevel: 'info' });
+const overWs = process.argv.includes('--ws');
+const broker = await startBroker({ args: ['--timeouts.connectMs', '1000', ...(overWs ? ['--ws.port', '0'] : [])], logLevel: 'info' });
+const wsPort = overWs ? (broker.logs.find((l) => l.msg === 'transport listening' && l.listener === 'ws')!.port as number) : 0;
+const send = (c: FuzzCase) => (overWs ? runWsCase(wsPort, c) : runCase(broker.port, c));
 const canary = await Canary.open(broker.port);
 const started = Date.now();
 let sent = 0;
@@ -23,10 +27,10 @@ let answered = 0;
 let closedOnly = 0;
 const failures: string[] = [];
 const samples = fc.sample(fc.array(fuzzCaseArb, { minLength: concurrency, maxLength: concurrency }), { numRuns: Math.ceil(cases / concurrency), seed });
-console.log(`fuzz: seed ${seed}, ${cases} cases, concurrency ${concurrency}, at most ${seconds} s`);
+console.log(`fuzz: seed ${seed}, ${cases} cases${overWs ? ' over WebSocket' : ''}, concurrency ${concurrency}, at most ${seconds} s`);
 for (const batch of samples) {
   if (Date.now() - started > seconds * 1000 || failures.length > 0) break;
-  const outcomes = await Promise.all(batch.map((c: FuzzCase) => runCase(broker.port, c)));
+  const outcomes = await Promise.all(batch.map((c: FuzzCase) => send(c)));
   outcomes.forEach((o, i) => {
     sent++;
     if (o.answered) answered++;
