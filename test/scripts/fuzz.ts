@@ -18,6 +18,8 @@ const concurrency = Math.max(1, Math.min(arg('concurrency', 20), 200));
 
 const overWs = process.argv.includes('--ws');
 const broker = await startBroker({ args: ['--timeouts.connectMs', '1000', ...(overWs ? ['--ws.port', '0'] : [])], logLevel: 'info' });
+// Whatever happens to this script, the broker it started goes with it.
+process.on('exit', () => broker.child.kill('SIGKILL'));
 const wsPort = overWs ? (broker.logs.find((l) => l.msg === 'transport listening' && l.listener === 'ws')!.port as number) : 0;
 const send = (c: FuzzCase) => (overWs ? runWsCase(wsPort, c) : runCase(broker.port, c));
 const canary = await Canary.open(broker.port);

@@ -23,6 +23,8 @@ let round = 0;
 
 const broker = await startBroker({ workers: WORKERS, logLevel: 'info', args: ['--timeouts.connectMs', '3000', '--limits.maxPacketSize', '1048576'] });
 const pid = broker.child.pid!;
+// Whatever happens to this script, the broker it started goes with it.
+process.on('exit', () => broker.child.kill('SIGKILL'));
 const rss = () => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024;
 const fds = () => readdirSync(`/proc/${pid}/fd`).length;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
