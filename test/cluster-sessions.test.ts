@@ -285,18 +285,23 @@ describe('cluster sessions (3 nodes)', () => {
       }
     })();
     const got: string[] = [];
+    /** Which connection (0: the first) each message arrived on, for a failure's diagnosis. */
+    const via = new Map<string, string>();
     let onMessage: () => void = () => undefined;
     const session = { clientId, clean: false, protocolVersion: 5 as const, properties: { sessionExpiryInterval: 300 }, incomingStore };
-    const attach = (c: MqttClient) => {
+    let connections = 0;
+    // Listening before the connection reads anything: a resumed session's messages can come with CONNACK.
+    const attach = (c: MqttClient): void => {
+      const n = connections++;
       c.on('message', (t, payload, packet) => {
         if (t !== topic) return;
         // QoS 1 is at least once: a message in flight when the connection was taken over comes again,
         // marked DUP. Anything else arriving twice is a failure.
         if (packet.qos === 1 && packet.dup && got.includes(payload.toString())) return;
         got.push(payload.toString());
+        via.set(payload.toString(), `${n}${packet.dup ? 'd' : ''}`);
         onMessage();
       });
-      return c;
     };
     /** Resolves once `n` more messages than now arrived. */
     const more = (n: number) => {
@@ -311,7 +316,7 @@ describe('cluster sessions (3 nodes)', () => {
         };
       });
     };
-    let sub = attach(await nodeClient(cluster.node('A'), session));
+    let sub = await nodeClient(cluster.node('A'), session, attach);
     await sub.subscribeAsync(topic, { qos: 2 });
     const pubs = [await nodeClient(cluster.node('B'), { protocolVersion: 5 }), await nodeClient(cluster.node('C'), { protocolVersion: 4 })];
     let stop = false;
@@ -325,7 +330,7 @@ describe('cluster sessions (3 nodes)', () => {
     const hops = ['B', 'C', 'A', 'C', 'B', 'A', 'B', 'C'];
     for (const node of hops) {
       await more(20);
-      const next = attach(await nodeClient(cluster.node(node), session));
+      const next = await nodeClient(cluster.node(node), session, attach);
       await sub.endAsync(true).catch(() => undefined);
       sub = next;
     }
@@ -333,9 +338,11 @@ describe('cluster sessions (3 nodes)', () => {
     stop = true;
     await Promise.all(publishing);
     const total = sent[0]! + sent[1]!;
-    if (got.length < total) await more(total - got.length);
+    // (On a shortfall, the comparison below names what is missing.)
+    if (got.length < total) await more(total - got.length).catch(() => undefined);
     for (let k = 0; k < 2; k++) {
       const mine = got.filter((g) => g.startsWith(`${k}:`));
+      if (mine.length !== sent[k]) console.error(`publisher ${k}: arrived on connections`, mine.map((m) => `${m}@${via.get(m)}`).join(' '));
       expect(mine).toEqual(Array.from({ length: sent[k]! }, (_, i) => `${k}:${i}`));
     }
     expect(got).toHaveLength(total);

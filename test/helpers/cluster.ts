@@ -4,7 +4,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import type { IClientOptions, MqttClient } from 'mqtt';
+import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import { beforeEach } from 'vitest';
 import { RedisServer } from '../../packages/router/test/redis-server.ts';
 import { startBroker, type BrokerProcess, type LogLine } from './broker.ts';
@@ -125,8 +125,21 @@ export async function endClients(clients: MqttClient[]): Promise<void> {
  * An `mqtt` client with Nagle off: request/response loops (PUBACK then UNSUBSCRIBE) otherwise stall on
  * the kernel's delayed ACK for ~40 ms a round.
  */
-export async function nodeClient(node: BrokerProcess, opts: IClientOptions = {}): Promise<MqttClient> {
-  const c = await connectClient(node.port, { protocolVersion: 5, clientId: uniqueId('cl'), ...opts });
+export async function nodeClient(node: BrokerProcess, opts: IClientOptions = {}, setup?: (c: MqttClient) => void): Promise<MqttClient> {
+  if (!setup) {
+    const c = await connectClient(node.port, { protocolVersion: 5, clientId: uniqueId('cl'), ...opts });
+    (c.stream as unknown as Socket).setNoDelay?.(true);
+    return c;
+  }
+  // `setup` runs before any packet is read: messages a resumed session gets right after CONNACK can
+  // arrive in the same read, and the client emits them before an awaited connect could attach a listener.
+  const c = mqtt.connect(`mqtt://127.0.0.1:${node.port}`, { protocolVersion: 5, clientId: uniqueId('cl'), reconnectPeriod: 0, connectTimeout: 5000, ...opts });
+  setup(c);
+  await new Promise<void>((resolve, reject) => {
+    c.once('connect', () => resolve());
+    c.once('error', reject);
+    c.once('close', () => reject(new Error('closed before CONNACK')));
+  });
   (c.stream as unknown as Socket).setNoDelay?.(true);
   return c;
 }
@@ -138,13 +151,18 @@ export async function nodeClient(node: BrokerProcess, opts: IClientOptions = {})
  */
 export function keepLogsOnFailure(nodes: () => Iterable<BrokerProcess>): void {
   beforeEach(({ onTestFailed, task }) => {
-    onTestFailed(() => {
+    onTestFailed(async () => {
       const dir = path.join(tmpdir(), 'starling-cluster-logs', `${task.name.replace(/[^\w.-]+/g, '_').slice(0, 80)}-${process.pid}`);
       mkdirSync(dir, { recursive: true });
       let i = 0;
       for (const n of nodes()) {
         const id = String(n.logs.find((l) => l.msg === 'starling listening')?.nodeId ?? `node${i}`);
-        writeFileSync(path.join(dir, `${id}-${i++}.log`), [...n.logs.map((l) => JSON.stringify(l)), ...n.stderr].join('\n') + '\n');
+        const file = path.join(dir, `${id}-${i++}`);
+        writeFileSync(`${file}.log`, [...n.logs.map((l) => JSON.stringify(l)), ...n.stderr].join('\n') + '\n');
+        if (n.child.exitCode === null && n.child.signalCode === null && n.metricsPort > 0) {
+          const text = await scrape(n.metricsPort).catch((err: Error) => `scrape failed: ${err.message}`);
+          writeFileSync(`${file}.metrics`, text);
+        }
       }
       console.error(`cluster node logs: ${dir}`);
     });

@@ -50,6 +50,7 @@ export class Hub {
       command: (workerId, cmd) => this.pool.command(workerId, cmd),
       flush: (workerId) => this.mesh.flushNow(workerId),
       routesSettled: () => Promise.all([...this.announcing]).then(() => undefined),
+      drainWorkers: () => this.mesh.barrier(),
       maxQueued: this.config.limits.maxQueued,
       // A dead node never answers: waits end when it is no longer live (missed heartbeats), within the
       // worker's own wait for the claim.
@@ -141,6 +142,8 @@ export class Hub {
   /** CONNECT: take the session over from wherever it is, hand its state to the new connection. */
   private async claim(workerId: number, clientId: string, connId: number, cleanStart: boolean, will: StoredWill | null): Promise<ClaimResult> {
     const owner = this.owner(workerId, connId);
+    // A move of this session to this node still in progress ends first (its tail belongs to it).
+    await this.handover.settled(clientId);
     // Registered before the claim: the previous owner's node may answer before the claim's reply is here.
     const state = this.handover.expectState(clientId, owner);
     const claim = await this.router.claimSession(clientId, owner, cleanStart).catch((err: unknown) => {
@@ -221,6 +224,12 @@ export class Hub {
 
   /** A worker crashed: publish its connections' wills, keep its persistent sessions alive elsewhere. */
   async workerCrashed(workerId: number, connIds: number[]): Promise<void> {
+    // Its routes go (from other nodes too, unless another worker has them), and nothing waits for its
+    // answers (announcements, barriers) any more.
+    const gone: Array<[string, string]> = [];
+    for (const [filter, route] of this.mesh.routes.entries()) if (route.peer === workerId) gone.push([filter, route.group]);
+    this.mesh.removePeer(workerId);
+    for (const [filter, group] of gone) void this.nodeRoute('remove', filter, group);
     // The crashed worker cannot classify its connections' ends: the main thread does, once each. One
     // error line (the pool's 'worker exited') is what an operator acts on; per connection, debug.
     this.metrics.disconnects.inc({ reason: 'worker_crash', initiator: reasonInfo('worker_crash').initiator }, connIds.length);

@@ -96,6 +96,20 @@ export class Mesh {
     });
   }
 
+  /**
+   * Resolves once every peer answered: whatever a peer sent this thread before answering (it flushes its
+   * batches first) has arrived. Messages on different ports have no order among them; this gives one.
+   */
+  barrier(): Promise<void> {
+    if (this.ports.size === 0) return Promise.resolve();
+    const seq = ++this.seq;
+    const msg: MeshMessage = { t: 'barrier', seq, from: this.selfId };
+    return new Promise((resolve) => {
+      this.pending.set(seq, { waitingFor: new Set(this.ports.keys()), resolve });
+      for (const port of this.ports.values()) port.postMessage(msg);
+    });
+  }
+
   /** Sends this thread's routes to a new peer (its acks are ignored: nobody awaits them). */
   syncTo(id: number, routes: Iterable<{ filter: string; group: string }>): void {
     const port = this.ports.get(id);
@@ -202,6 +216,12 @@ export class Mesh {
           if (before) void before.then(ack, ack);
           else ack();
         }
+        return true;
+      }
+      case 'barrier': {
+        const m = msg as Extract<MeshMessage, { t: 'barrier' }>;
+        this.flush();
+        this.ports.get(m.from)?.postMessage({ t: 'route-ack', seq: m.seq });
         return true;
       }
       case 'route-ack': {

@@ -17,6 +17,8 @@ export interface Envelope {
 export type MeshMessage =
   | { t: 'route'; op: 'add' | 'remove'; filter: string; group: string; from: number; seq: number }
   | { t: 'route-ack'; seq: number }
+  /** Answered with route-ack once everything the peer sent before has left: see Mesh.barrier(). */
+  | { t: 'barrier'; seq: number; from: number }
   | { t: 'pub'; batch: Envelope[] }
   /** The receiver processed a batch and its subscribers are not backed up: the sender may send more. */
   | { t: 'pub-ack' }

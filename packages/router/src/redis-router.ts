@@ -431,7 +431,8 @@ export class RedisRouter extends EventEmitter implements Router {
   async handOver(nodeId: string, signal: HandoverSignal): Promise<void> {
     // A session travels in the frame (JSON with byte arrays kept), not through the stored copy: saving
     // it would set an offline expiry on a session that is connected elsewhere now. Published on the
-    // command connection, so it follows this node's deliveries.
+    // command connection after the deliveries queued so far, so it follows them.
+    if (this.outbox.size > 0 && this.state === 'running') this.flushOutbox();
     await this.command(() => this.cmd!.publish(this.keys.nodeChannel(nodeId), Buffer.concat([Buffer.of(FRAME_HANDOVER), Buffer.from(toJson(signal))])));
   }
 

@@ -93,6 +93,7 @@ export function detachSession(ctx: WorkerContext, clientId: string, keepSession:
     session.queue.length = 0;
     session.held = null;
     ctx.collecting.set(clientId, session);
+    ctx.log.debug({ clientId, queued: queue.length, inflight: session.inflight.size }, 'session moving to another node: collecting');
     return { session: stored, queue };
   }
   ctx.dropSession(session);
@@ -112,6 +113,7 @@ export function releaseCollected(ctx: WorkerContext, clientId: string): DetachRe
   if (!session) return { session: null, queue: [] };
   ctx.collecting.delete(clientId);
   const queue = queuedMessages(session);
+  ctx.log.debug({ clientId, collected: queue.length }, 'session moved: stopped collecting');
   ctx.dropSession(session);
   return { session: null, queue };
 }
@@ -131,11 +133,16 @@ export function mergeHandover(ctx: WorkerContext, clientId: string, collected: M
   const held = session.held;
   session.held = null;
   const direct = new Set(held.map((q) => identity(q.message)));
+  let duplicates = 0;
   for (const m of collected) {
-    if (direct.has(identity(m))) continue;
+    if (direct.has(identity(m))) {
+      duplicates++;
+      continue;
+    }
     session.queue.push({ message: m, qos: m.qos === 2 ? 2 : 1, retain: false, subscriptionIds: null });
   }
   for (const q of held) session.queue.push(q);
+  ctx.log.debug({ clientId, collected: collected.length, duplicates, held: held.length }, 'session moved: merged what the previous node collected');
   drainQueue(ctx, session);
   return true;
 }

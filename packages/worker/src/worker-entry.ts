@@ -34,9 +34,13 @@ async function runCommand(cmd: HubCommand): Promise<unknown> {
   switch (cmd.op) {
     case 'detach':
       return detachSession(ctx, cmd.clientId, cmd.keepSession, cmd.collect === true);
+    // Both end a cut between deliveries: first, whatever peers (other workers, the hub) routed here
+    // before being asked must have arrived.
     case 'release-collected':
+      await mesh.barrier();
       return releaseCollected(ctx, cmd.clientId);
     case 'merge':
+      await mesh.barrier();
       return mergeHandover(ctx, cmd.clientId, cmd.messages);
     case 'adopt':
       // Persistent sessions of a crashed worker continue here, offline, with their subscriptions.

@@ -27,6 +27,8 @@ export interface HandoverDeps {
   flush(workerId: number): void;
   /** Resolves once this node's workers know every remote route this node has heard of. */
   routesSettled(): Promise<void>;
+  /** Resolves once everything this node's workers routed so far has reached the hub (and the router). */
+  drainWorkers(): Promise<void>;
   maxQueued: number;
   /** How long the claimer waits for each answer at most; it stops earlier once the other node is not
    *  live any more (Router.isLive). */
@@ -52,7 +54,10 @@ export class SessionHandover {
   private readonly deps: HandoverDeps;
   private readonly waiting = new Map<string, Waiting>();
   /** Claims of this node that resumed a collected session: the previous owner, until 'resumed'. */
-  private readonly resuming = new Map<string, SessionOwner>();
+  private readonly resuming = new Map<string, { from: SessionOwner; done: () => void }>();
+  /** Sessions this node is taking over from another node, until merged, by client id: a takeover of
+   *  the same session (from here or elsewhere) waits for it, so moves of one session never overlap. */
+  private readonly moving = new Map<string, Promise<void>>();
   /** Sessions of this node collecting for a claim elsewhere, by (clientId, claimer). */
   private readonly collecting = new Map<string, { owner: SessionOwner; timer: NodeJS.Timeout }>();
 
@@ -90,19 +95,49 @@ export class SessionHandover {
     if (answer && result.session) {
       result.hold = true;
       const k = key('resumed', clientId, to);
-      this.resuming.set(k, from);
+      let done!: () => void;
+      const moved = new Promise<void>((resolve) => (done = resolve));
+      const entry = {
+        from,
+        done: () => {
+          if (this.moving.get(clientId) === moved) this.moving.delete(clientId);
+          done();
+        },
+      };
+      this.moving.set(clientId, moved);
+      this.resuming.set(k, entry);
       // A connection that ends before its subscriptions are in place never says 'resumed'.
-      setTimeout(() => this.resuming.get(k) === from && this.resuming.delete(k), this.deps.collectMs).unref();
+      setTimeout(() => {
+        if (this.resuming.get(k) !== entry) return;
+        this.resuming.delete(k);
+        entry.done();
+      }, this.deps.collectMs).unref();
     }
+  }
+
+  /** Resolves once no move of the client's session to this node is in progress. */
+  settled(clientId: string): Promise<void> {
+    return this.moving.get(clientId) ?? Promise.resolve();
   }
 
   /** The worker restored a held session and has its subscriptions in place: collect the tail, merge. */
   async resumed(workerId: number, to: SessionOwner, clientId: string): Promise<void> {
     const k = key('resumed', clientId, to);
-    const from = this.resuming.get(k);
-    if (!from) return;
+    const entry = this.resuming.get(k);
+    if (!entry) return;
     this.resuming.delete(k);
+    try {
+      await this.resume(workerId, to, clientId, entry.from);
+    } finally {
+      entry.done();
+    }
+  }
+
+  private async resume(workerId: number, to: SessionOwner, clientId: string, from: SessionOwner): Promise<void> {
     const tail = this.expect('tail', clientId, to);
+    // What this node's publishers sent the previous node before the session's subscriptions were in
+    // place here goes out before 'resumed' (the router keeps a node's messages and signals in order).
+    await this.deps.drainWorkers();
     this.send(from.nodeId, { step: 'resumed', clientId, to, from, clean: false });
     const answer = await tail.wait(from.nodeId);
     const messages = answer ? await this.deps.router.takeQueue(clientId).catch(() => []) : [];
@@ -118,6 +153,8 @@ export class SessionHandover {
 
   /** Another node claimed a session of ours: detach it, collecting, and answer with its state. */
   async takeover(clientId: string, owner: SessionOwner, by: SessionOwner): Promise<void> {
+    // Still coming here from a third node: let that finish first (its tail belongs to the session).
+    await this.settled(clientId);
     let d: DetachResult = { session: null, queue: [] };
     try {
       d = await this.deps.command<DetachResult>(owner.workerId, { op: 'detach', clientId, connId: owner.connId, keepSession: true, collect: true });
