@@ -1,6 +1,8 @@
 import net, { type AddressInfo } from 'node:net';
 import type http from 'node:http';
-import { MemoryRouter, type Router } from '@starling/router';
+import type { Router } from '@starling/router';
+import { registerClusterMetrics } from './cluster-metrics.ts';
+import { createRouter } from './router-factory.ts';
 import type { Config } from './config.ts';
 import { HubMetrics } from './hub-metrics.ts';
 import { Hub } from './hub.ts';
@@ -34,13 +36,15 @@ export class Broker {
   constructor(config: Config, log: Logger, router?: Router) {
     this.config = config;
     this.log = log;
-    this.router = router ?? new MemoryRouter({ nodeId: config.nodeId });
+    this.router = router ?? createRouter(config, log.child({ module: 'router' }));
     this.metrics = new HubMetrics({
       workerRestarts: () => this.pool.restarts,
-      retained: () => this.router.retainedCount(),
+      // Redis away: report 'unknown' rather than failing the whole scrape.
+      retained: () => this.router.retainedCount().catch(() => Number.NaN),
       ready: () => this.accepting,
       workers: () => this.pool.workers.size,
     }, config.metrics.enabled);
+    registerClusterMetrics(this.metrics.registry, this.router);
     this.hub = new Hub({ config, router: this.router, log: log.child({ module: 'hub' }), metrics: this.metrics });
     this.pool = new WorkerPool(config, config.nodeId, log.child({ module: 'pool' }), {
       message: (workerId, msg) => {
