@@ -92,10 +92,19 @@ describe('cluster: a node crashes (SIGKILL)', () => {
     const p = await raw(A.port, 5, persistent);
     p.c.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: `${base}/p`, qos: 1 }], properties: {} } as never);
     await p.c.next('suback');
+    // Another one that comes back at once, before A is declared dead: its claim cannot be answered by A.
+    const quick = { clientId: uniqueId('quick'), clean: false, properties: { sessionExpiryInterval: 300 } };
+    const q = await raw(A.port, 5, quick);
+    q.c.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: `${base}/quick`, qos: 1 }], properties: {} } as never);
+    await q.c.next('suback');
 
     const killedAt = Date.now();
     A.child.kill('SIGKILL');
     await A.exited;
+    // It waits for A only until A is known dead, then resumes the stored copy (its subscriptions).
+    const quickBack = await raw(B.port, 5, quick);
+    expect(quickBack.ack.sessionPresent).toBe(true);
+    await B.waitForLog((l) => l.msg === 'session handover not answered; resuming the stored copy' && l.clientId === quick.clientId);
 
     // Every will reaches every watcher, once each, well within the bound (nodeTtlMs 2000 here).
     const got = await Promise.all(willsSeen);
@@ -134,6 +143,8 @@ describe('cluster: a node crashes (SIGKILL)', () => {
     back.c.send({ cmd: 'puback', messageId: m.messageId });
     await pub.publishAsync(`${base}/p`, 'live', { qos: 1 });
     expect((await back.c.next<IPublishPacket>('publish', 10_000)).payload.toString()).toBe('live');
+    await pub.publishAsync(`${base}/quick`, 'for-quick', { qos: 1 });
+    expect((await quickBack.c.next<IPublishPacket>('publish', 10_000)).payload.toString()).toBe('for-quick');
   }, 60_000);
 
   it('a will with a Will Delay Interval of a crashed node is published once after its delay, not before; one whose client reconnects meanwhile is not', async () => {
