@@ -17,8 +17,9 @@ NAMES=(node-a node-b node-c)
 LOG_DIR="${LOG_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/starling-cluster.XXXXXX")}"
 mkdir -p "$LOG_DIR"
 
-# The broker needs Node.js 26: the workspace's own (pnpm install fetches it), else whatever is on PATH.
-NODE="$ROOT/node_modules/.bin/node"
+# The broker needs Node.js 26: the workspace's own binary (pnpm install fetches it; not the .bin/node
+# wrapper, which would stand between this script and the process it stops), else whatever is on PATH.
+NODE="$ROOT/node_modules/node/bin/node"
 [[ -x "$NODE" ]] || NODE="$(command -v node)"
 
 if [[ ${#MQTT[@]} -ne 3 || ${#METRICS[@]} -ne 3 ]]; then
