@@ -92,7 +92,8 @@ export class SessionHandover {
     }
     result.session = answer?.session ?? stored ?? null;
     result.queue = await this.deps.router.takeQueue(clientId);
-    if (answer && result.session) {
+    // Only a node that answered with a session keeps one collecting (and sends a tail).
+    if (answer?.session && result.session) {
       result.hold = true;
       const k = key('resumed', clientId, to);
       let done!: () => void;
